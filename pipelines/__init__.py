@@ -1,1 +1,5 @@
+"""Inference-only `DiffusionPipeline` subclasses; `save_pretrained` / `from_pretrained` work as in diffusers."""
 
+from latentzoo.pipelines.text_to_image import LatentTextToImagePipeline
+
+__all__ = ["LatentTextToImagePipeline"]

@@ -194,9 +194,9 @@ class Trainer:
         prepared = accelerator.prepare(
             *modules.values(), *optimizers.values(), *schedulers.values(), dataloader
         )
-        self.modules = dict(zip(names, prepared[: len(names)]))
-        self.optimizers = dict(zip(optimizers, prepared[len(names) : len(names) + len(optimizers)]))
-        self.schedulers = dict(zip(schedulers, prepared[len(names) + len(optimizers) : -1]))
+        self.modules = dict(zip(names, prepared[: len(names)], strict=True))
+        self.optimizers = dict(zip(optimizers, prepared[len(names) : len(names) + len(optimizers)], strict=True))
+        self.schedulers = dict(zip(schedulers, prepared[len(names) + len(optimizers) : -1], strict=True))
         self.dataloader = prepared[-1]
         self.optimizer_params = {
             name: [p for m in groups[name] for p in self.modules[m].parameters() if p.requires_grad]
