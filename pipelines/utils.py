@@ -1,0 +1,167 @@
+"""Helpers shared by latentzoo's pipelines: argument checks, noise, scheduler plumbing, guidance, output.
+
+Each pipeline (latent text-to-image, pixel DDPM, autoencoder, GAN) imports these instead of copying them,
+so an argument is checked, and an error worded, the same way everywhere.
+"""
+
+import inspect
+from collections.abc import Sequence
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+GeneratorArgument = torch.Generator | list[torch.Generator] | None
+
+
+def check_num_inference_steps(num_inference_steps: int) -> None:
+    """Raise unless `num_inference_steps` is a positive integer."""
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
+        raise TypeError(
+            f"`num_inference_steps` must be a positive int, got {num_inference_steps!r} of type "
+            f"{type(num_inference_steps).__name__}."
+        )
+    if num_inference_steps <= 0:
+        raise ValueError(
+            f"`num_inference_steps` must be a positive int, got {num_inference_steps}: pass e.g. "
+            "`num_inference_steps=20` for DPM-Solver++ or 1000 for DDPM."
+        )
+
+
+def check_positive_int(value: int, name: str) -> None:
+    """Raise unless `value` (the argument called `name`) is a positive integer, e.g. `num_images_per_prompt`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+
+
+def check_generator(generator: GeneratorArgument, batch_size: int) -> None:
+    """Raise unless `generator` is None, one `torch.Generator`, or a list of exactly `batch_size` of them.
+
+    Args:
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+            The pipeline's `generator` argument.
+        batch_size (`int`):
+            The number of images the call generates, e.g. `len(prompt) * num_images_per_prompt`: a list gives
+            one generator to each image.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if not isinstance(generator, list) or not all(isinstance(g, torch.Generator) for g in generator):
+        raise TypeError(
+            f"`generator` must be a `torch.Generator` or a list of them, got {type(generator).__name__}."
+        )
+    if len(generator) != batch_size:
+        raise ValueError(
+            f"`generator` is a list of {len(generator)} generators, but the call generates {batch_size} images "
+            f"(batch size x images per prompt). Pass one generator per image ({batch_size}), or a single generator."
+        )
+
+
+def check_image_size(height: int, width: int, factor: int) -> None:
+    """Raise unless `height` and `width` are positive multiples of `factor` (the VAE's downsampling factor)."""
+    for name, size in (("height", height), ("width", width)):
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % factor != 0:
+            nearest = max(factor, round(size / factor) * factor) if isinstance(size, int | float) else factor
+            raise ValueError(
+                f"`{name}` must be a positive multiple of the VAE's downsampling factor {factor}, got {size!r}; "
+                f"use e.g. `{name}={nearest}`."
+            )
+
+
+def check_output_type(output_type: str) -> None:
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+
+
+def check_callback_tensor_inputs(names: Sequence[str] | None, allowed: Sequence[str]) -> None:
+    """Raise unless every name in `callback_on_step_end_tensor_inputs` is one the pipeline can hand out."""
+    unknown = [name for name in names or () if name not in allowed]
+    if unknown:
+        raise ValueError(
+            f"`callback_on_step_end_tensor_inputs` may only name {list(allowed)}, but got {unknown}."
+        )
+
+
+def default_sample_size(sample_size: int | Sequence[int], scale_factor: int = 1) -> tuple[int, int]:
+    """(height, width) in pixels from a denoiser's `config.sample_size` (an int or a (height, width) pair)."""
+    height, width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
+    return height * scale_factor, width * scale_factor
+
+
+def prepare_noise(
+    shape: tuple[int, ...],
+    generator: GeneratorArgument,
+    device: torch.device,
+    dtype: torch.dtype,
+    latents: torch.Tensor | None = None,
+    init_noise_sigma: float | torch.Tensor = 1.0,
+) -> torch.Tensor:
+    """The starting point x_T of sampling: `latents` if given, else N(0, I) drawn with `generator`.
+
+    Both are multiplied by the scheduler's `init_noise_sigma` (1 for DDPM/DDIM/DPM-Solver, sigma_max for
+    Euler-type schedulers), as every diffusers pipeline does.
+
+    Args:
+        shape (`tuple[int, ...]`): e.g. (B, C, H/f, W/f) for latents.
+        generator: one generator, or a list with one per sample (`shape[0]`), or None.
+        latents (`torch.Tensor`, *optional*): user-given noise of exactly `shape`.
+        init_noise_sigma: `scheduler.init_noise_sigma`.
+    """
+    if latents is None:
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+    elif tuple(latents.shape) != tuple(shape):
+        raise ValueError(
+            f"`latents` has shape {tuple(latents.shape)}, but the call needs {tuple(shape)} "
+            "(batch size x images per prompt, channels, height / factor, width / factor)."
+        )
+    else:
+        latents = latents.to(device=device, dtype=dtype)
+    return latents * init_noise_sigma
+
+
+def prepare_extra_step_kwargs(
+    scheduler: SchedulerMixin, generator: GeneratorArgument, eta: float = 0.0
+) -> dict[str, object]:
+    """Keyword arguments for `scheduler.step` that only some schedulers take.
+
+    `eta` is DDIM's η (arXiv:2010.02502, eq. (16): 0 is deterministic DDIM, 1 is DDPM-like); `generator`
+    feeds stochastic steps (DDPM's variance noise, Euler's churn). Computed once per call, not per step.
+    """
+    parameters = inspect.signature(scheduler.step).parameters
+    kwargs = {}
+    if "eta" in parameters:
+        kwargs["eta"] = eta
+    if "generator" in parameters:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+def apply_classifier_free_guidance(noise_pred: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans, arXiv:2207.12598, eq. (6)).
+
+    Args:
+        noise_pred (`torch.Tensor`): (2B, ...) model outputs, the unconditional half first.
+        guidance_scale (`float`): w + 1 in the paper's notation; 1 is the conditional model alone.
+
+    Returns:
+        `torch.Tensor`: (B, ...) `uncond + guidance_scale * (cond - uncond)`.
+    """
+    noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)
+    return noise_pred_uncond + guidance_scale * (noise_pred_cond - noise_pred_uncond)
+
+
+def postprocess_images(
+    images: torch.Tensor, output_type: str, image_processor: VaeImageProcessor
+) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
+    """(B, C, H, W) images in [-1, 1] to `output_type`.
+
+    "pil": list of PIL images; "np": (B, H, W, C) float array in [0, 1]; "pt": (B, C, H, W) tensor in [0, 1];
+    "latent": `images` unchanged (pipelines pass their latents for it).
+    """
+    check_output_type(output_type)
+    return image_processor.postprocess(images, output_type=output_type)
