@@ -143,10 +143,11 @@ def resize_pixel_values(pixel_values: torch.Tensor, image_size: int) -> torch.Te
 
 
 def stratified_split(labels: np.ndarray, split: str, validation_per_class=None, fraction=None) -> np.ndarray:
-    """Indices of `split` in a fixed stratified split (seeded by `SPLIT_SEED`), sorted.
+    """Indices of `split` in a fixed stratified split, seeded by `SPLIT_SEED`.
 
     Per class, the first `validation_per_class` (or `round(fraction · count)`) indices of a seeded
-    permutation are the validation split, the rest the training split.
+    permutation are the validation split, the rest the training split. The indices come in a fixed
+    shuffled order, so any prefix of a split (e.g. `ds.pixel_values[:250]`) mixes all classes.
     """
     rng = np.random.default_rng(SPLIT_SEED)
     chosen = []
@@ -154,7 +155,7 @@ def stratified_split(labels: np.ndarray, split: str, validation_per_class=None, 
         members = rng.permutation(np.flatnonzero(labels == label))
         n_val = validation_per_class if validation_per_class is not None else round(fraction * len(members))
         chosen.append(members[:n_val] if split == "validation" else members[n_val:])
-    return np.sort(np.concatenate(chosen))
+    return rng.permutation(np.concatenate(chosen))
 
 
 def _check_split(split: str) -> None:
