@@ -2,7 +2,7 @@
 
 from .config import TrainingConfig, load_config
 from .tasks import TASKS, TrainingTask, get_task_class
-from .trainer import Trainer, list_checkpoints
+from .trainer import Trainer, list_checkpoints, train
 
 __all__ = [
     "TASKS",
@@ -12,4 +12,5 @@ __all__ = [
     "get_task_class",
     "list_checkpoints",
     "load_config",
+    "train",
 ]

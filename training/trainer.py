@@ -9,6 +9,7 @@ It follows accelerate's canonical loop: ``set_seed`` before building models, one
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..data import load_dataset
 from .config import TrainingConfig, config_to_dict
+from .model_card import write_model_card
 from .tasks import TrainingTask, get_task_class
 
 logger = get_logger(__name__)
@@ -129,6 +131,7 @@ class Trainer:
         modules = self.task.trainable_modules()
         set_seed(cfg.seed, device_specific=True)
         self.task.to(accelerator.device)
+        train_data = self.task.train_dataset()
 
         groups = self.task.optimizer_modules()
         unknown = {m for names in groups.values() for m in names} - set(modules)
@@ -149,7 +152,7 @@ class Trainer:
             optimizers[name] = torch.optim.AdamW(params, **kwargs)
 
         dataloader = torch.utils.data.DataLoader(
-            self.dataset,
+            train_data,
             batch_size=cfg.train_batch_size,
             shuffle=True,
             drop_last=True,
@@ -160,7 +163,7 @@ class Trainer:
         )
         if len(dataloader) == 0:
             raise ValueError(
-                f"`train_batch_size`={cfg.train_batch_size} is larger than the dataset ({len(self.dataset)} items)."
+                f"`train_batch_size`={cfg.train_batch_size} is larger than the dataset ({len(train_data)} items)."
             )
         # Steps per epoch as seen after sharding across processes.
         steps_per_epoch = math.ceil(
@@ -195,9 +198,12 @@ class Trainer:
             *modules.values(), *optimizers.values(), *schedulers.values(), dataloader
         )
         self.modules = dict(zip(names, prepared[: len(names)], strict=True))
-        self.optimizers = dict(zip(optimizers, prepared[len(names) : len(names) + len(optimizers)], strict=True))
+        self.optimizers = dict(
+            zip(optimizers, prepared[len(names) : len(names) + len(optimizers)], strict=True)
+        )
         self.schedulers = dict(zip(schedulers, prepared[len(names) + len(optimizers) : -1], strict=True))
         self.dataloader = prepared[-1]
+        self.train_data = train_data
         self.optimizer_params = {
             name: [p for m in groups[name] for p in self.modules[m].parameters() if p.requires_grad]
             for name in groups
@@ -339,8 +345,11 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ train
-    def train(self) -> Path:
-        """Run training to the configured budget, save the task's pipeline in `output_dir`, return that path."""
+    def train(self, end_training: bool = True) -> Path:
+        """Run training to the configured budget, save the task's pipeline in `output_dir`, return that path.
+
+        `end_training=False` keeps the process group alive for a following stage in the same launch.
+        """
         cfg = self.config
         self._setup()
         accelerator = self.accelerator
@@ -372,8 +381,8 @@ class Trainer:
         stop = finished()
         while not stop:
             self.dataloader.set_epoch(epoch)
-            if hasattr(self.dataset, "set_epoch"):
-                self.dataset.set_epoch(epoch)
+            if hasattr(self.train_data, "set_epoch"):
+                self.train_data.set_epoch(epoch)  # caption phrasings are a function of (item, epoch)
             batches = self.dataloader
             if resume_batches:
                 batches = accelerator.skip_first_batches(self.dataloader, resume_batches)
@@ -452,7 +461,11 @@ class Trainer:
         )
         self.validate()
         self.save_pipeline()
-        accelerator.end_training()
+        if end_training:
+            accelerator.end_training()
+        else:
+            for tracker in accelerator.trackers:
+                tracker.finish()
         return self.output_dir
 
     def save_pipeline(self):
@@ -468,7 +481,15 @@ class Trainer:
             pipeline.save_pretrained(self.output_dir)
             self._restore_from_ema()
             with open(self.output_dir / "train_state.json", "w") as f:
-                json.dump({**self.state.__dict__, "world_size": accelerator.num_processes}, f)
+                json.dump(
+                    {
+                        **self.state.__dict__,
+                        "world_size": accelerator.num_processes,
+                        "device": accelerator.device.type,
+                    },
+                    f,
+                )
+            write_model_card(self.output_dir)
         accelerator.wait_for_everyone()
 
 
@@ -483,3 +504,26 @@ def _flat_hparams(config: dict, prefix: str = "") -> dict:
         else:
             flat[prefix + key] = str(value)
     return flat
+
+
+def train(config: TrainingConfig) -> Path:
+    """Train `config` after the stages it builds on whose output is missing (text2img's VAE); return output_dir.
+
+    Each stage is its own :class:`Trainer` run in this same launch; stages share the launch's mixed precision.
+    """
+    from .config import load_config
+
+    task_class = get_task_class(config.task)
+    for stage_config, stage_output_dir in task_class.prerequisites(config.model):
+        stage = load_config(
+            stage_config,
+            {
+                "output_dir": stage_output_dir,
+                "seed": config.seed,
+                "mixed_precision": config.mixed_precision,
+                "report_to": config.report_to,
+            },
+        )
+        logging.getLogger(__name__).info(f"Stage {stage.task}: {stage_config} -> {stage_output_dir}")
+        Trainer(stage).train(end_training=False)
+    return Trainer(config).train()

@@ -29,6 +29,18 @@ class TrainingTask:
         self.config = config
         self.dataset = dataset
 
+    @classmethod
+    def prerequisites(cls, config: TaskConfig) -> list[tuple[str, str]]:
+        """Stages to train first, as (config file or preset, output_dir) pairs, when their output is missing.
+
+        Text-to-image returns its VAE's stage here; `latentzoo.training.train` runs them in order.
+        """
+        return []
+
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        """What the Trainer iterates over: the dataset, or a view of it the task prepared once (e.g. latents)."""
+        return self.dataset
+
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         """The modules the Trainer prepares (DDP etc.), optimizes, checkpoints and, with EMA on, averages."""
         raise NotImplementedError
@@ -68,6 +80,8 @@ class TrainingTask:
         output = pipeline(batch_size=num_images, generator=generator, output_type="pt")
         return output.images
 
-    def model_card_data(self) -> dict[str, Any]:
-        """Extra fields for the model card (tags, pipeline_tag, description, usage snippet)."""
+    @classmethod
+    def card_info(cls, config) -> dict[str, Any]:
+        """Model card fields for a run of `config` (a TrainingConfig): ``pipeline_tag``, ``tags``, ``title``,
+        ``description``, ``usage`` (code; MODEL_DIR stands for the folder or repo id), ``limitations``."""
         return {}

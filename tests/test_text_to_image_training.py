@@ -1,0 +1,158 @@
+"""Text-to-image end to end on tiny models: both stages train, the folder loads and generates, the model card
+parses, `generate` and `push` work, and a Hub token never leaks into output or files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from huggingface_hub import ModelCard
+from PIL import Image
+
+from latentzoo.pipelines import LatentTextToImagePipeline
+from latentzoo.training import load_config, train
+from latentzoo.training.cli import main
+from latentzoo.training.tasks.text_to_image import TextToImageTask
+
+FAKE_TOKEN = "hf_latentzooFakeToken0123456789abcdefXYZ"
+
+TINY_STAGE_1 = {
+    "task": "autoencoder_kl",
+    "dataset": "digits",
+    "max_train_steps": 5,
+    "train_batch_size": 32,
+    "report_to": "tensorboard",
+    "model": {"block_out_channels": [4, 8], "norm_num_groups": 4, "scaling_samples": 64},
+}
+
+
+def tiny_text2img_overrides(tmp_path):
+    stage_1 = tmp_path / "vae.yaml"
+    stage_1.write_text(yaml.safe_dump(TINY_STAGE_1))
+    return [
+        "task=text2img",
+        "dataset=digits",
+        f"output_dir={tmp_path / 'model'}",
+        f"model.vae={tmp_path / 'model' / 'vae'}",
+        f"model.vae_config={stage_1}",
+        "max_train_steps=4",
+        "train_batch_size=16",
+        "use_ema=true",
+        "validation_steps=2",
+        "num_validation_images=4",
+        "model.max_prompt_length=16",
+        "model.text_hidden_size=16",
+        "model.text_num_layers=1",
+        "model.text_num_heads=2",
+        "model.text_intermediate_size=32",
+        "model.block_out_channels=[8, 16]",
+        "model.attention_head_dim=4",
+        "model.norm_num_groups=4",
+        "model.validation_prompts=[a bold five, the digit 1]",
+        "model.validation_num_inference_steps=2",
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny two-stage run, shared by the tests below; the fake token is in the environment throughout."""
+    tmp_path = tmp_path_factory.mktemp("text2img")
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    config = load_config(None, tiny_text2img_overrides(tmp_path))
+    assert TextToImageTask.prerequisites(config.model) == [
+        (str(tmp_path / "vae.yaml"), str(tmp_path / "model" / "vae"))
+    ]
+    output_dir = train(config)
+    yield output_dir
+    monkeypatch.undo()
+
+
+def test_both_stages_train_into_a_folder_that_loads_and_generates(trained):
+    assert (trained / "vae" / "config.json").is_file()  # stage 1 ran first, into model.vae
+    assert TextToImageTask.prerequisites(load_config(trained / "training_config.yaml").model) == []
+    pipe = LatentTextToImagePipeline.from_pretrained(trained)
+    # the VAE inside the pipeline is stage 1's, scaling factor included
+    stage_1 = json.loads((trained / "vae" / "config.json").read_text())
+    assert pipe.vae.config.scaling_factor == pytest.approx(stage_1["scaling_factor"])
+    assert pipe.tokenizer.model_max_length == 16
+    images = pipe(
+        ["a thin seven", "a bold 2"],
+        num_inference_steps=3,
+        guidance_scale=2.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all()
+    assert (trained / "samples" / "step-000002.png").is_file()
+
+
+def test_model_card_parses_and_carries_metadata(trained):
+    card = ModelCard.load(trained / "README.md")
+    assert card.data.library_name == "diffusers"
+    assert card.data.pipeline_tag == "text-to-image"
+    assert "latentzoo" in card.data.tags and "text-to-image" in card.data.tags
+    assert card.data.license == "apache-2.0"
+    assert "LatentTextToImagePipeline.from_pretrained" in card.text
+    assert "max_train_steps: 4" in card.text  # the training configuration is in the card
+
+
+def test_generate_command_writes_a_grid(trained, tmp_path):
+    out = tmp_path / "grid.png"
+    main(
+        [
+            "generate",
+            str(trained),
+            "a bold three",
+            "-n",
+            "4",
+            "-o",
+            str(out),
+            "--steps",
+            "2",
+            "--sampler",
+            "euler",
+        ]
+    )
+    grid = Image.open(out)
+    assert grid.size == (4 * 8, 8)
+
+
+def test_push_uploads_folder_with_card_and_never_leaks_the_token(trained, monkeypatch, capsys, caplog):
+    calls = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls["create"] = repo_id
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, folder_path, repo_id, commit_message, ignore_patterns):
+            calls["upload"] = (folder_path, repo_id, ignore_patterns)
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    main(["push", str(trained), "someone/tiny-text2img"])
+    assert calls["create"] == "someone/tiny-text2img"
+    assert calls["upload"][0] == str(trained) and "checkpoints/*" in calls["upload"][2]
+    assert ModelCard.load(trained / "README.md").text.count("someone/tiny-text2img") >= 1
+
+    captured = capsys.readouterr()
+    assert FAKE_TOKEN not in captured.out + captured.err + caplog.text
+    for path in trained.rglob("*"):
+        if path.is_file():
+            assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_push_refuses_a_folder_without_a_model(tmp_path):
+    with pytest.raises(SystemExit, match="no saved pipeline"):
+        main(["push", str(tmp_path), "someone/x"])
+
+
+def test_text2img_task_without_a_vae_says_how_to_get_one(tmp_path):
+    config = load_config(
+        None,
+        ["task=text2img", "dataset=digits", f"model.vae={tmp_path / 'missing'}", "model.vae_config=null"],
+    )
+    with pytest.raises(ValueError, match=r"(?s)model\.vae.*holds no AutoencoderKL.*latentzoo train"):
+        TextToImageTask(config.model, __import__("latentzoo.data", fromlist=["x"]).load_dataset("digits"))

