@@ -15,7 +15,8 @@ any image, real or generated.
 
 The class boundaries are fixed constants: the tertiles of the values measured on the `mnist`
 training split (4,500 digits), so each class holds about a third of the training digits
-(`tests/test_data.py::test_attribute_thresholds_are_mnist_tertiles` recomputes them). MNIST's
+(`python -m latentzoo.data.attribute_thresholds` and
+`tests/test_data.py::test_attribute_thresholds_are_mnist_tertiles` recompute them). MNIST's
 handwriting leans right on average, so "upright" spans shears 0.01–0.26 and "left" covers digits
 that stand straight or lean left.
 """
@@ -135,18 +136,3 @@ def tertile_thresholds(values: Sequence[float] | torch.Tensor) -> tuple[float, f
     """The two tertiles of `values`: how `WEIGHT_THRESHOLDS` and `SLANT_THRESHOLDS` were chosen."""
     quantiles = np.quantile(np.asarray(values, dtype=np.float64), [1 / 3, 2 / 3])
     return float(quantiles[0]), float(quantiles[1])
-
-
-if __name__ == "__main__":
-    # python -m latentzoo.data.attributes: recompute the thresholds and show the class balance.
-    from collections import Counter
-
-    from .datasets import load_dataset
-
-    train = load_dataset("mnist", split="train")
-    values = measure_attribute_values(train.pixel_values)
-    for name in ATTRIBUTE_CLASSES:
-        counts = Counter(bin_attribute(name, values[name]))
-        shares = {c: round(counts[c] / len(train), 3) for c in ATTRIBUTE_CLASSES[name]}
-        print(f"{name}: tertiles {tertile_thresholds(values[name])}, constants {ATTRIBUTE_THRESHOLDS[name]}")
-        print(f"    shares {shares}")
