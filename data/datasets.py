@@ -57,6 +57,9 @@ class ImageDataset(torch.utils.data.Dataset):
         seed: chooses among caption phrasings together with the item index and the epoch.
         name, split: where the data came from, for `repr`.
         attributes: optional per-item metadata, e.g. `{"weight": [...], "slant": [...]}` for mnist.
+
+    Call `set_epoch` before iterating a `DataLoader` over it: workers (unless persistent) copy the
+    dataset, epoch included, each time iteration starts.
     """
 
     def __init__(
