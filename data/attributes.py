@@ -13,12 +13,12 @@ any image, real or generated.
   downwards, so a positive value means the top of the digit leans to the right). 0 is upright;
   0.25 is a lean of about 14°.
 
-The class boundaries are fixed constants: the tertiles of the values measured on the `mnist`
-training split (4,500 digits), so each class holds about a third of the training digits
-(`python -m latentzoo.data.attribute_thresholds` and
-`tests/test_data.py::test_attribute_thresholds_are_mnist_tertiles` recompute them). MNIST's
-handwriting leans right on average, so "upright" spans shears 0.01–0.26 and "left" covers digits
-that stand straight or lean left.
+The class boundaries are fixed constants. Stroke weight uses the tertiles of the values measured
+on the `mnist` training split (4,500 digits), so each weight class holds about a third of the
+training digits. Slant uses boundaries symmetric about 0 (a shear of ±0.15, about ±8.5°), so the
+words keep their meaning: "left" leans left, "upright" stands straight. MNIST's handwriting leans
+right on average, so the slant classes are unbalanced (about 14% left, 38% upright, 48% right on
+the training split; `python -m latentzoo.data.attribute_thresholds` prints them).
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ import torch
 WEIGHT_CLASSES = ("thin", "regular", "bold")
 SLANT_CLASSES = ("left", "upright", "right")
 
-# Tertiles of the values on the mnist training split (see module docstring): value < first
-# threshold → first class, value >= second threshold → last class.
-WEIGHT_THRESHOLDS = (2.14, 2.59)  # stroke width in pixels at 32×32
-SLANT_THRESHOLDS = (0.01, 0.26)  # horizontal shear, positive leans right
+# Value < first threshold → first class, value >= second threshold → last class (see module docstring).
+WEIGHT_THRESHOLDS = (2.14, 2.59)  # stroke width in pixels at 32×32: tertiles of the mnist training split
+SLANT_THRESHOLDS = (-0.15, 0.15)  # horizontal shear, positive leans right: symmetric, so words mean what they say
 
 # The resolution the stroke width is expressed in.
 REFERENCE_SIZE = 32
