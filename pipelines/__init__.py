@@ -1,5 +1,6 @@
 """Inference-only `DiffusionPipeline` subclasses; `save_pretrained` / `from_pretrained` work as in diffusers."""
 
+from latentzoo.pipelines.pixel_diffusion import PixelDiffusionPipeline
 from latentzoo.pipelines.text_to_image import LatentTextToImagePipeline
 
-__all__ = ["LatentTextToImagePipeline"]
+__all__ = ["LatentTextToImagePipeline", "PixelDiffusionPipeline"]

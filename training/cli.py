@@ -171,6 +171,30 @@ def _push(args: argparse.Namespace) -> None:
     print(f"Pushed {model_dir} to {url}")
 
 
+def _forward_process(args: argparse.Namespace) -> None:
+    from ..data import load_dataset
+    from ..evaluation.forward_process import forward_process_strip, plot_noise_schedules
+    from .tasks.ddpm import DDPMConfig
+    from .tasks.diffusion import NOISE_SCHEDULES, make_noise_scheduler
+
+    schedulers = {
+        name: make_noise_scheduler(
+            DDPMConfig(noise_schedule=name, num_train_timesteps=args.num_train_timesteps)
+        )
+        for name in NOISE_SCHEDULES
+    }
+    dataset = load_dataset(args.dataset, split="validation")
+    images = dataset.pixel_values[: args.num_images]
+    output_dir = Path(args.output_dir)
+    strip = forward_process_strip(
+        schedulers, images, args.timesteps, output_dir / "forward_process.png", args.seed
+    )
+    plot = plot_noise_schedules(schedulers, output_dir / "noise_schedules.png")
+    print(
+        f"Wrote {strip} (x_0 -> x_t at t={args.timesteps}) and {plot} (ᾱ_t and sqrt(ᾱ_t), linear vs cosine)"
+    )
+
+
 def _add_sampling_args(parser: argparse.ArgumentParser, per_digit_default: int | None = None) -> None:
     from ..pipelines.samplers import SAMPLERS
 
@@ -240,6 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--commit-message", default="Upload latentzoo model")
     push.set_defaults(func=_push)
+
+    forward = commands.add_parser(
+        "forward-process",
+        help="figures of the diffusion forward process: x_0 -> x_t strips and ᾱ_t, linear vs cosine schedule",
+    )
+    forward.add_argument("--dataset", default="mnist")
+    forward.add_argument("--num-images", type=int, default=2, help="images per schedule (default 2)")
+    forward.add_argument("--timesteps", type=int, nargs="+", default=[0, 50, 100, 250, 500, 750, 999])
+    forward.add_argument("--num-train-timesteps", type=int, default=1000)
+    forward.add_argument("--seed", type=int, default=0)
+    forward.add_argument("--output-dir", default="outputs/forward-process")
+    forward.set_defaults(func=_forward_process)
     return parser
 
 

@@ -9,6 +9,7 @@ from .base import TaskConfig, TrainingTask
 # task name → "module:Class" inside this package; imported lazily so a config check does not import every model.
 TASKS: dict[str, str] = {
     "autoencoder_kl": "autoencoder_kl:AutoencoderKLTask",
+    "ddpm": "ddpm:DDPMTask",
     "text2img": "text_to_image:TextToImageTask",
 }
 

@@ -13,18 +13,20 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
-from diffusers.training_utils import compute_snr
+from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from ...data.tokenizer import load_clip_tokenizer
 from ...models.conditioning import PromptProjection
 from ...pipelines.text_to_image import LatentTextToImagePipeline
 from .base import TaskConfig, TrainingTask
-
-# Config names → diffusers' `beta_schedule` names.
-NOISE_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+from .diffusion import (
+    NoiseSchedule,
+    PredictionType,
+    diffusion_loss,
+    make_noise_scheduler,
+    sample_timesteps,
+)
 
 
 @dataclass
@@ -57,9 +59,9 @@ class TextToImageConfig(TaskConfig):
     concatenation_channels: int = 8
 
     # Diffusion.
-    noise_schedule: Literal["linear", "cosine"] = "cosine"
+    noise_schedule: NoiseSchedule = "cosine"
     num_train_timesteps: int = 1000
-    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    prediction_type: PredictionType = "v_prediction"
     # Min-SNR-gamma loss weighting (Hang et al., arXiv:2303.09556): faster convergence; null for uniform weights.
     snr_gamma: float | None = 5.0
     caption_dropout: float = 0.1
@@ -224,11 +226,7 @@ class TextToImageTask(TrainingTask):
             else None
         )
         self.denoiser = _TextConditionedDenoiser(self.text_encoder, self.unet, self.prompt_projection)
-        self.noise_scheduler = DDPMScheduler(
-            num_train_timesteps=config.num_train_timesteps,
-            beta_schedule=NOISE_SCHEDULES[config.noise_schedule],
-            prediction_type=config.prediction_type,
-        )
+        self.noise_scheduler = make_noise_scheduler(config)
 
     def train_dataset(self):
         return LatentDataset(self.dataset, self.vae)
@@ -254,9 +252,7 @@ class TextToImageTask(TrainingTask):
         latents = (mean + std * torch.randn_like(mean)) * self.vae.config.scaling_factor
         noise = torch.randn_like(latents)
         batch_size = latents.shape[0]
-        timesteps = torch.randint(
-            0, self.noise_scheduler.config.num_train_timesteps, (batch_size,), device=latents.device
-        )
+        timesteps = sample_timesteps(self.noise_scheduler, batch_size, latents.device)
         # q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I), eq. (4) of arXiv:2006.11239
         noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
 
@@ -265,18 +261,16 @@ class TextToImageTask(TrainingTask):
         input_ids = self.tokenize(texts).to(latents.device)
 
         prediction = modules["denoiser"](noisy_latents, timesteps, input_ids)
-        if self.config.prediction_type == "epsilon":
-            target = noise
-        else:  # v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0, sec. 4 of arXiv:2202.00512
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        if self.config.snr_gamma is not None:
-            snr = compute_snr(self.noise_scheduler, timesteps)
-            weight = snr.clamp(max=self.config.snr_gamma)
-            # min(SNR, γ) / SNR for ε-prediction; / (SNR + 1) for v-prediction (whose loss is SNR+1 times ε's).
-            weight = weight / (snr + 1) if self.config.prediction_type == "v_prediction" else weight / snr
-            loss = loss * weight
-        return {"loss": loss.mean()}
+        loss = diffusion_loss(
+            self.noise_scheduler,
+            prediction,
+            latents,
+            noise,
+            timesteps,
+            self.config.prediction_type,
+            self.config.snr_gamma,
+        )
+        return {"loss": loss}
 
     def make_pipeline(self, modules):
         denoiser = modules["denoiser"]

@@ -1,0 +1,235 @@
+"""Pixel-space denoising diffusion (Ho et al., arXiv:2006.11239), unconditional or class-conditional with
+classifier-free guidance (Ho & Salimans, arXiv:2207.12598).
+
+What diffusers' `DDPMPipeline` does, plus class labels, guidance, user-given noise, a list of generators and every
+output type, with the argument checks shared by latentzoo's pipelines. Any diffusers scheduler samples it:
+`pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.schedulers import KarrasDiffusionSchedulers
+
+from latentzoo.pipelines.utils import (
+    apply_classifier_free_guidance,
+    check_generator,
+    check_num_inference_steps,
+    check_output_type,
+    check_positive_int,
+    default_sample_size,
+    postprocess_images,
+    prepare_extra_step_kwargs,
+    prepare_noise,
+)
+
+
+class PixelDiffusionPipeline(DiffusionPipeline):
+    r"""
+    Image generation with a diffusion model on pixels.
+
+    Args:
+        unet ([`UNet2DModel`]):
+            Predicts the noise (or v, or x_0: whatever `scheduler.config.prediction_type` says) of noisy images
+            (B, C, H, W) in [-1, 1]. A class-conditional UNet has `num_class_embeds = num_classes + 1`: the
+            last embedding, index `num_classes`, is the null class ("no label"), learned by label dropout and
+            used as the unconditional branch of classifier-free guidance.
+        scheduler ([`SchedulerMixin`]):
+            Any diffusers scheduler, e.g. `DDPMScheduler` (1,000 ancestral steps), `DDIMScheduler`,
+            `DPMSolverMultistepScheduler` or `EulerDiscreteScheduler` built `from_config` of the trained one.
+    """
+
+    model_cpu_offload_seq = "unet"
+
+    def __init__(self, unet: UNet2DModel, scheduler: KarrasDiffusionSchedulers):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of real classes (the null class excluded), or None for an unconditional UNet."""
+        num_class_embeds = self.unet.config.num_class_embeds
+        return None if num_class_embeds is None else num_class_embeds - 1
+
+    @property
+    def null_class_label(self) -> int | None:
+        """Index of the null class: the label of the unconditional branch of guidance."""
+        return self.num_classes
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1
+
+    def check_inputs(self, batch_size, class_labels, guidance_scale, num_inference_steps, output_type):
+        """Raise a `ValueError`/`TypeError` naming the argument and the fix, before any work is done."""
+        check_num_inference_steps(num_inference_steps)
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if num_inference_steps > num_train_timesteps:
+            raise ValueError(
+                f"`num_inference_steps`={num_inference_steps} exceeds the {num_train_timesteps} timesteps the model "
+                f"was trained with; use at most {num_train_timesteps}."
+            )
+        check_output_type(output_type)
+        if batch_size is not None:
+            check_positive_int(batch_size, "batch_size")
+        if class_labels is None:
+            if guidance_scale > 1:
+                raise ValueError(
+                    f"`guidance_scale`={guidance_scale} guides towards `class_labels`, but none were given; pass "
+                    "`class_labels` or `guidance_scale=1.0` for unconditional samples."
+                )
+            return
+        if self.num_classes is None:
+            raise ValueError(
+                "This pipeline's UNet is unconditional (`unet.config.num_class_embeds` is None): pass `batch_size` "
+                "instead of `class_labels`."
+            )
+        labels = torch.as_tensor(class_labels)
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim > 1:
+            raise TypeError(f"`class_labels` must be an int or a list of ints, got {class_labels!r}.")
+        labels = labels.reshape(-1)
+        if len(labels) == 0:
+            raise ValueError("`class_labels` is empty; pass at least one label.")
+        if batch_size is not None and batch_size != len(labels):
+            raise ValueError(
+                f"`batch_size`={batch_size} disagrees with the {len(labels)} `class_labels`; pass one of them "
+                "(the batch is one image per label)."
+            )
+        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        if len(bad):
+            raise ValueError(
+                f"`class_labels` must lie in [0, {self.num_classes - 1}] (this model knows {self.num_classes} "
+                f"classes; index {self.num_classes} is its null class), got {bad.tolist()}. For unconditional "
+                "samples pass `batch_size` without `class_labels`."
+            )
+
+    def prepare_class_labels(
+        self, class_labels: int | Sequence[int] | torch.Tensor | None, batch_size: int, device: torch.device
+    ) -> torch.Tensor | None:
+        """(B,) int64 labels for the UNet: the given ones, or the null class for an unconditional batch of a
+        class-conditional model, or None for an unconditional model."""
+        if self.num_classes is None:
+            return None
+        if class_labels is None:
+            return torch.full((batch_size,), self.null_class_label, dtype=torch.long, device=device)
+        return torch.as_tensor(class_labels, dtype=torch.long).reshape(-1).to(device)
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x_T: (B, in_channels, H, W) standard normal noise times the scheduler's `init_noise_sigma`."""
+        height, width = default_sample_size(self.unet.config.sample_size)
+        shape = (batch_size, self.unet.config.in_channels, height, width)
+        return prepare_noise(shape, generator, device, dtype, latents, self.scheduler.init_noise_sigma)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int | None = None,
+        class_labels: int | Sequence[int] | torch.Tensor | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        eta: float = 0.0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Generate images, unconditionally or of the given classes.
+
+        Args:
+            batch_size (`int`, *optional*):
+                Number of images when `class_labels` is not given (default 1). A class-conditional model then
+                samples its unconditional (null-class) distribution.
+            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
+                One image per label, each in [0, num_classes - 1].
+            num_inference_steps (`int`, *optional*, defaults to 50):
+                Denoising steps, at most the scheduler's `num_train_timesteps`: 10-20 suffice with
+                `DPMSolverMultistepScheduler`, DDPM's ancestral sampler wants all 1,000.
+            guidance_scale (`float`, *optional*, defaults to 1.0):
+                Classifier-free guidance `uncond + s * (cond - uncond)` (arXiv:2207.12598, eq. (6)), the null class
+                being "uncond". With `guidance_scale <= 1` the UNet runs on the conditional batch only.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Source of all randomness. A list gives one generator per image, so a batch reproduces the images
+                generated one by one.
+            latents (`torch.Tensor`, *optional*):
+                Starting noise x_T (B, C, H, W), drawn from `generator` if not given.
+            eta (`float`, *optional*, defaults to 0.0):
+                DDIM's η (arXiv:2010.02502); other schedulers ignore it.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                `"pil"` (list of `PIL.Image`), `"np"` ((B, H, W, C) in [0, 1]), `"pt"` ((B, C, H, W) in [0, 1]) or
+                `"latent"` (the raw samples (B, C, H, W) in about [-1, 1], not clamped).
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Return an [`ImagePipelineOutput`] rather than a tuple `(images,)`.
+
+        Returns:
+            [`ImagePipelineOutput`] or `tuple`: the images, in the format `output_type` says.
+
+        Example:
+            >>> import torch
+            >>> from diffusers import DPMSolverMultistepScheduler
+            >>> from latentzoo.pipelines import PixelDiffusionPipeline
+
+            >>> pipe = PixelDiffusionPipeline.from_pretrained("outputs/ddpm-mnist-classes")
+            >>> pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+            >>> images = pipe(class_labels=[3, 7], num_inference_steps=20, guidance_scale=2.0,
+            ...               generator=torch.Generator().manual_seed(0)).images
+        """
+        # 1. Check inputs
+        self.check_inputs(batch_size, class_labels, guidance_scale, num_inference_steps, output_type)
+        self._guidance_scale = guidance_scale
+
+        # 2. Define call parameters
+        if class_labels is not None:
+            batch_size = torch.as_tensor(class_labels).numel()
+        batch_size = batch_size or 1
+        check_generator(generator, batch_size)
+        device = self._execution_device
+
+        # 3. Class labels: (B,) and, with guidance, the null class first: (2B,) = [null] * B + labels
+        class_labels = self.prepare_class_labels(class_labels, batch_size, device)
+        if self.do_classifier_free_guidance:
+            null_labels = torch.full_like(class_labels, self.null_class_label)
+            class_labels = torch.cat([null_labels, class_labels])
+
+        # 4. Prepare timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 5. Prepare x_T: (B, C, H, W)
+        latents = self.prepare_latents(batch_size, self.unet.dtype, device, generator, latents)
+        extra_step_kwargs = prepare_extra_step_kwargs(self.scheduler, generator, eta)
+
+        # 6. Denoising loop
+        self._num_timesteps = len(timesteps)
+        for t in self.progress_bar(timesteps):
+            # (2B, C, H, W) with guidance: one UNet call for the null-class and conditional batches
+            model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            model_output = self.unet(model_input, t, class_labels=class_labels, return_dict=False)[0]
+            if self.do_classifier_free_guidance:
+                model_output = apply_classifier_free_guidance(model_output, self.guidance_scale)
+            # x_t → x_{t-1}
+            latents = self.scheduler.step(model_output, t, latents, **extra_step_kwargs, return_dict=False)[0]
+
+        # 7. Post-process: (B, C, H, W) in [-1, 1] → output_type
+        images = postprocess_images(latents, output_type, self.image_processor)
+
+        self.maybe_free_model_hooks()
+
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)

@@ -1,0 +1,191 @@
+"""Pixel-space DDPM (Ho et al., arXiv:2006.11239): a ``UNet2DModel`` denoising images directly, unconditional or
+class-conditional.
+
+A class-conditional UNet has ``num_class_embeds = num_classes + 1``; the last index is the null class. Labels are
+replaced by it with probability ``label_dropout``, so the same network learns the unconditional model that
+classifier-free guidance needs (Ho & Salimans, arXiv:2207.12598). The noise schedule, prediction target and loss
+weighting are the ones every latentzoo diffusion model shares (``tasks/diffusion.py``); EMA is the Trainer's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import DPMSolverMultistepScheduler, UNet2DModel
+
+from ...pipelines.pixel_diffusion import PixelDiffusionPipeline
+from .base import TaskConfig, TrainingTask
+from .diffusion import (
+    NoiseSchedule,
+    PredictionType,
+    diffusion_loss,
+    make_noise_scheduler,
+    sample_timesteps,
+)
+
+
+@dataclass
+class DDPMConfig(TaskConfig):
+    # Denoiser on (B, C, H, W) pixels: one resolution level per entry (32 → 16 → 8 for three levels).
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    # Levels (0 = full resolution) whose blocks add self-attention; attention at 32x32 costs more than it gives.
+    attention_levels: tuple[int, ...] = (2,)
+    attention_head_dim: int = 8
+    norm_num_groups: int = 8
+
+    # Class conditioning: false trains an unconditional model. `num_classes` null: taken from the dataset.
+    class_conditional: bool = True
+    num_classes: int | None = None
+    # Probability of replacing a label by the null class, for classifier-free guidance.
+    label_dropout: float = 0.1
+
+    # Diffusion.
+    noise_schedule: NoiseSchedule = "cosine"
+    num_train_timesteps: int = 1000
+    prediction_type: PredictionType = "v_prediction"
+    # Min-SNR-gamma loss weighting (Hang et al., arXiv:2303.09556): faster convergence; null for uniform weights.
+    snr_gamma: float | None = 5.0
+
+    # Validation grid (and the default sampler settings written into the model card).
+    validation_num_inference_steps: int = 20
+    validation_guidance_scale: float = 2.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"`model.label_dropout` must be in [0, 1), got {self.label_dropout}.")
+        bad = [level for level in self.attention_levels if not 0 <= level < len(self.block_out_channels)]
+        if bad:
+            raise ValueError(
+                f"`model.attention_levels` must index `model.block_out_channels` "
+                f"(0..{len(self.block_out_channels) - 1}), got {bad}."
+            )
+
+
+def build_unet(
+    config: DDPMConfig, in_channels: int, sample_size: int, num_classes: int | None
+) -> UNet2DModel:
+    """The denoiser; `num_classes` real classes get one more embedding, the null class, at index `num_classes`."""
+    levels = range(len(config.block_out_channels))
+    down = tuple("AttnDownBlock2D" if i in config.attention_levels else "DownBlock2D" for i in levels)
+    up = tuple("AttnUpBlock2D" if i in config.attention_levels else "UpBlock2D" for i in reversed(levels))
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=tuple(config.block_out_channels),
+        layers_per_block=config.layers_per_block,
+        attention_head_dim=config.attention_head_dim,
+        norm_num_groups=config.norm_num_groups,
+        num_class_embeds=None if num_classes is None else num_classes + 1,
+    )
+
+
+class DDPMTask(TrainingTask):
+    name = "ddpm"
+    Config = DDPMConfig
+
+    def __init__(self, config: DDPMConfig, dataset):
+        super().__init__(config, dataset)
+        example = dataset[0]
+        self.num_classes = None
+        if config.class_conditional:
+            self.num_classes = config.num_classes or getattr(dataset, "num_classes", None)
+            if "class_labels" not in example or self.num_classes is None:
+                raise ValueError(
+                    "`model.class_conditional` needs a dataset with `class_labels` and a known number of classes "
+                    "(mnist, digits); set `model.class_conditional=false` for unconditional training."
+                )
+        channels, height, width = example["pixel_values"].shape
+        if height != width or height % 2 ** (len(config.block_out_channels) - 1):
+            raise ValueError(
+                f"Images of {height}x{width} pixels do not halve {len(config.block_out_channels) - 1} times; "
+                "use square images and fewer `model.block_out_channels` levels (e.g. [32, 64] for 8x8 digits)."
+            )
+        self.unet = build_unet(config, channels, height, self.num_classes)
+        self.noise_scheduler = make_noise_scheduler(config)
+
+    def trainable_modules(self):
+        return {"unet": self.unet}
+
+    def training_step(self, batch, modules):
+        pixel_values = batch["pixel_values"]  # x_0: (B, C, H, W) in [-1, 1]
+        batch_size = pixel_values.shape[0]
+        noise = torch.randn_like(pixel_values)
+        timesteps = sample_timesteps(self.noise_scheduler, batch_size, pixel_values.device)
+        # q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I), eq. (4) of arXiv:2006.11239
+        noisy_images = self.noise_scheduler.add_noise(pixel_values, noise, timesteps)
+
+        class_labels = None
+        if self.num_classes is not None:
+            class_labels = batch["class_labels"].to(pixel_values.device)
+            drop = torch.rand(batch_size, device=class_labels.device) < self.config.label_dropout
+            class_labels = torch.where(drop, self.num_classes, class_labels)  # the null class
+
+        model_output = modules["unet"](noisy_images, timesteps, class_labels=class_labels).sample
+        loss = diffusion_loss(
+            self.noise_scheduler,
+            model_output,
+            pixel_values,
+            noise,
+            timesteps,
+            self.config.prediction_type,
+            self.config.snr_gamma,
+        )
+        return {"loss": loss}
+
+    def make_pipeline(self, modules):
+        scheduler = DPMSolverMultistepScheduler.from_config(self.noise_scheduler.config)
+        return PixelDiffusionPipeline(unet=modules["unet"], scheduler=scheduler)
+
+    def validation_images(self, pipeline, num_images, generator):
+        pipeline.set_progress_bar_config(disable=True)
+        settings = dict(
+            num_inference_steps=self.config.validation_num_inference_steps,
+            generator=generator,
+            output_type="pt",
+        )
+        if self.num_classes is None:
+            return pipeline(batch_size=num_images, **settings).images
+        # Classes in order, repeated: one row per class in a grid of `num_classes` columns.
+        class_labels = [i % self.num_classes for i in range(num_images)]
+        return pipeline(
+            class_labels=class_labels, guidance_scale=self.config.validation_guidance_scale, **settings
+        ).images
+
+    @classmethod
+    def card_info(cls, config):
+        model = config.model
+        conditional = model.class_conditional
+        call = (
+            f"class_labels=[0, 1, 2, 3], guidance_scale={model.validation_guidance_scale}, "
+            if conditional
+            else "batch_size=4, "
+        )
+        return {
+            "title": f"Pixel-space DDPM{', class-conditional' if conditional else ''}, trained from scratch",
+            "pipeline_tag": "unconditional-image-generation",
+            "tags": ["ddpm", "pixel-diffusion", "from-scratch"]
+            + (["class-conditional", "classifier-free-guidance"] if conditional else []),
+            "description": (
+                "A `PixelDiffusionPipeline`: a `UNet2DModel` denoising pixels directly "
+                f"(block channels {list(model.block_out_channels)}), {model.noise_schedule} noise schedule over "
+                f"{model.num_train_timesteps} steps, {model.prediction_type} prediction"
+                + (f", min-SNR-{model.snr_gamma:g} weighting" if model.snr_gamma is not None else "")
+                + (
+                    f"; class-conditional with a null class, {model.label_dropout:.0%} label dropout for "
+                    "classifier-free guidance."
+                    if conditional
+                    else "; unconditional."
+                )
+            ),
+            "usage": "import torch\nfrom latentzoo.pipelines import PixelDiffusionPipeline\n\n"
+            'pipe = PixelDiffusionPipeline.from_pretrained("MODEL_DIR")\n'
+            f"images = pipe({call}num_inference_steps={model.validation_num_inference_steps}, "
+            "generator=torch.Generator().manual_seed(0)).images",
+            "limitations": "Generates only images like its training set, at its resolution; class labels are the "
+            "dataset's (digits 0-9 for mnist and digits).",
+        }
