@@ -1,1 +1,38 @@
+"""ModelMixin + ConfigMixin modules (autoencoders, mixture density networks, ...) and latent-space tools."""
 
+from latentzoo.models.autoencoder import (
+    Autoencoder,
+    AutoencoderOutput,
+    GaussianPosterior,
+    GaussianPrior,
+    VariationalAutoencoder,
+    kl_divergence,
+)
+from latentzoo.models.conditioning import PromptProjection
+from latentzoo.models.latent_tools import (
+    apply_attribute,
+    attribute_strip,
+    attribute_vector,
+    interpolate,
+    lerp,
+    slerp,
+)
+from latentzoo.models.mdn import MixtureDensityNetwork, MixtureDensityOutput
+
+__all__ = [
+    "Autoencoder",
+    "AutoencoderOutput",
+    "GaussianPosterior",
+    "GaussianPrior",
+    "MixtureDensityNetwork",
+    "MixtureDensityOutput",
+    "PromptProjection",
+    "VariationalAutoencoder",
+    "apply_attribute",
+    "attribute_strip",
+    "attribute_vector",
+    "interpolate",
+    "kl_divergence",
+    "lerp",
+    "slerp",
+]

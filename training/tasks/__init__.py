@@ -8,9 +8,12 @@ from .base import TaskConfig, TrainingTask
 
 # task name → "module:Class" inside this package; imported lazily so a config check does not import every model.
 TASKS: dict[str, str] = {
+    "autoencoder": "autoencoder:AutoencoderTask",
     "autoencoder_kl": "autoencoder_kl:AutoencoderKLTask",
     "ddpm": "ddpm:DDPMTask",
+    "mdn_prior": "autoencoder:MixtureDensityPriorTask",
     "text2img": "text_to_image:TextToImageTask",
+    "vae": "autoencoder:VariationalAutoencoderTask",
 }
 
 

@@ -1,0 +1,287 @@
+"""Autoencoders with a flat latent vector, and mixture-density priors over their latents.
+
+- ``autoencoder``: a deterministic `Autoencoder` (reconstruction loss only). At save time a full-covariance
+  `GaussianPrior` is fitted to the training latents, so the saved pipeline can sample.
+- ``vae``: a `VariationalAutoencoder` (reconstruction + beta * KL); it samples from N(0, I).
+- ``mdn_prior``: a `MixtureDensityNetwork` over a trained autoencoder's latents, conditioned on the class label by
+  default: class → latent → decoder. Its prerequisite stage trains the autoencoder when the folder is empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ...models.autoencoder import Autoencoder, GaussianPrior, VariationalAutoencoder
+from ...models.mdn import MixtureDensityNetwork
+from ...pipelines.autoencoder import AutoencoderPipeline
+from .base import TaskConfig, TrainingTask
+
+USAGE = (
+    "import torch\n"
+    "from latentzoo.pipelines import AutoencoderPipeline\n\n"
+    'pipe = AutoencoderPipeline.from_pretrained("MODEL_DIR")\n'
+)
+
+
+@dataclass
+class AutoencoderConfig(TaskConfig):
+    # 16 reconstructs digits well; 2 gives a latent space you can plot (configs/*-2d.yaml).
+    latent_dim: int = 16
+    # Each block halves the resolution: 32x32 → 8x8 with two blocks, then one linear layer to the latent.
+    block_out_channels: tuple[int, ...] = (32, 64)
+    # "bce" treats pixels as Bernoulli probabilities, the classic choice for MNIST: sharper than "mse".
+    reconstruction_loss: Literal["mse", "bce"] = "bce"
+    # Prior saved with the pipeline: "gaussian" fits N(mean, cov) to the training latents at save time; "none"
+    # leaves N(0, I), which a plain autoencoder was never trained towards (the contrast the VAE fixes).
+    prior: Literal["gaussian", "none"] = "gaussian"
+
+
+@dataclass
+class VariationalAutoencoderConfig(TaskConfig):
+    latent_dim: int = 16
+    block_out_channels: tuple[int, ...] = (32, 64)
+    reconstruction_loss: Literal["mse", "bce"] = "bce"
+    # Weight of KL(q(z|x) || N(0, I)); 1 with "bce" is the ELBO. Larger trades reconstructions for a smoother,
+    # more normal latent space (beta-VAE); with "mse" use far less (e.g. 0.01).
+    beta: float = 1.0
+
+    def __post_init__(self):
+        if self.beta < 0:
+            raise ValueError(f"`model.beta` must be >= 0, got {self.beta}.")
+
+
+@dataclass
+class MixtureDensityPriorConfig(TaskConfig):
+    # A trained AutoencoderPipeline folder (an `autoencoder` or `vae` run). When it holds no model yet and
+    # `autoencoder_config` is set, `latentzoo train` first trains it from that config into this folder.
+    autoencoder: str = "outputs/autoencoder-mnist"
+    autoencoder_config: str | None = "autoencoder-mnist"
+    # Condition on the class label (a conditional generator); false fits an unconditional mixture.
+    class_conditional: bool = True
+    # Ten digits, each with several styles: a handful of components per class is plenty.
+    num_components: int = 10
+    hidden_dims: tuple[int, ...] = (256, 256)
+    class_embed_dim: int = 32
+    # Floor of each component's standard deviation in latent units.
+    min_std: float = 1e-3
+
+
+@torch.no_grad()
+def encode_dataset(
+    autoencoder: Autoencoder | VariationalAutoencoder, pixel_values: torch.Tensor, batch_size: int = 500
+) -> torch.Tensor:
+    """(N, C, H, W) images → (N, latent_dim) latents on the CPU (the posterior mean for a VAE)."""
+    latents = []
+    for chunk in pixel_values.split(batch_size):
+        chunk = chunk.to(autoencoder.device, autoencoder.dtype)
+        encoded = autoencoder.encode(chunk)
+        latents.append(
+            (encoded.mean if isinstance(autoencoder, VariationalAutoencoder) else encoded).float().cpu()
+        )
+    return torch.cat(latents)
+
+
+def _all_pixel_values(dataset) -> torch.Tensor:
+    pixel_values = getattr(dataset, "pixel_values", None)
+    if pixel_values is None:
+        pixel_values = torch.stack([dataset[i]["pixel_values"] for i in range(len(dataset))])
+    return pixel_values
+
+
+class _AutoencoderTaskBase(TrainingTask):
+    model_class: type[Autoencoder] | type[VariationalAutoencoder]
+    module_name = "autoencoder"
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        example = dataset[0]["pixel_values"]
+        self.model = self.model_class(
+            in_channels=example.shape[0],
+            sample_size=example.shape[-1],
+            latent_dim=config.latent_dim,
+            block_out_channels=tuple(config.block_out_channels),
+            reconstruction_loss=config.reconstruction_loss,
+            **self.extra_model_kwargs(config),
+        )
+        self.validation_pixels = torch.stack(
+            [dataset[i]["pixel_values"] for i in range(min(8, len(dataset)))]
+        )
+
+    @staticmethod
+    def extra_model_kwargs(config) -> dict:
+        return {}
+
+    def trainable_modules(self):
+        return {self.module_name: self.model}
+
+    def training_step(self, batch, modules):
+        # One call does encode, (sample,) decode and loss: under DDP only `forward` synchronises gradients.
+        return {"loss": modules[self.module_name](batch["pixel_values"]).loss}
+
+    @torch.no_grad()
+    def validation_images(self, pipeline, num_images, generator):
+        """(original, reconstruction) pairs in the first half of the grid, prior samples in the second; [0, 1]."""
+        num_pairs = min(len(self.validation_pixels), max(1, num_images // 4))
+        originals = self.validation_pixels[:num_pairs].to(pipeline.device)
+        reconstructions = pipeline.reconstruct(originals, output_type="pt").images
+        pairs = torch.stack([(originals.float() + 1) / 2, reconstructions.float()], dim=1).flatten(0, 1)
+        samples = pipeline(
+            batch_size=num_images - 2 * num_pairs, generator=generator, output_type="pt"
+        ).images
+        return torch.cat([pairs.cpu(), samples.float().cpu()])
+
+
+class AutoencoderTask(_AutoencoderTaskBase):
+    name = "autoencoder"
+    Config = AutoencoderConfig
+    model_class = Autoencoder
+
+    def make_pipeline(self, modules):
+        autoencoder = modules[self.module_name]
+        prior = None
+        if self.config.prior == "gaussian":
+            prior = GaussianPrior.from_latents(encode_dataset(autoencoder, _all_pixel_values(self.dataset)))
+        return AutoencoderPipeline(autoencoder=autoencoder, prior=prior)
+
+    @classmethod
+    def card_info(cls, config):
+        return {
+            "title": f"Autoencoder ({config.model.latent_dim}-D latent)",
+            "pipeline_tag": "unconditional-image-generation",
+            "tags": ["autoencoder"],
+            "description": "A deterministic convolutional autoencoder trained by reconstruction alone. Sampling "
+            "decodes draws from a full-covariance Gaussian fitted to its training latents (N(0, I) with "
+            "`prior: none`, which it was never trained towards).",
+            "usage": USAGE
+            + "images = pipe(batch_size=16, generator=torch.Generator().manual_seed(0)).images\n"
+            "reconstructions = pipe.reconstruct(pixel_values).images  # pixel_values (B, 1, 32, 32) in [-1, 1]",
+        }
+
+
+class VariationalAutoencoderTask(_AutoencoderTaskBase):
+    name = "vae"
+    Config = VariationalAutoencoderConfig
+    model_class = VariationalAutoencoder
+    module_name = "vae"
+
+    @staticmethod
+    def extra_model_kwargs(config) -> dict:
+        return {"beta": config.beta}
+
+    def make_pipeline(self, modules):
+        return AutoencoderPipeline(autoencoder=modules[self.module_name])
+
+    @classmethod
+    def card_info(cls, config):
+        return {
+            "title": f"Variational autoencoder ({config.model.latent_dim}-D latent, beta={config.model.beta})",
+            "pipeline_tag": "unconditional-image-generation",
+            "tags": ["vae", "variational-autoencoder"],
+            "description": "A convolutional VAE (Kingma & Welling, arXiv:1312.6114) trained by reconstruction + "
+            "beta * KL to N(0, I); sampling decodes standard-normal latents.",
+            "usage": USAGE
+            + "images = pipe(batch_size=16, generator=torch.Generator().manual_seed(0)).images\n"
+            'strip = pipe.interpolate(pixel_values[:1], pixel_values[1:2], num_steps=8, method="slerp").images',
+        }
+
+
+class LatentCodeDataset(torch.utils.data.Dataset):
+    """A dataset's latents under a frozen autoencoder, computed once: items ``{"latents": (D,), "class_labels"}``."""
+
+    def __init__(self, dataset, autoencoder):
+        self.latents = encode_dataset(autoencoder, _all_pixel_values(dataset))
+        labels = getattr(dataset, "class_labels", None)
+        if labels is None and "class_labels" in dataset[0]:
+            labels = torch.stack([torch.as_tensor(dataset[i]["class_labels"]) for i in range(len(dataset))])
+        self.class_labels = labels
+
+    def __len__(self):
+        return len(self.latents)
+
+    def __getitem__(self, index):
+        item = {"latents": self.latents[index]}
+        if self.class_labels is not None:
+            item["class_labels"] = self.class_labels[index]
+        return item
+
+
+class MixtureDensityPriorTask(TrainingTask):
+    name = "mdn_prior"
+    Config = MixtureDensityPriorConfig
+
+    @classmethod
+    def prerequisites(cls, config: MixtureDensityPriorConfig) -> list[tuple[str, str]]:
+        """The autoencoder's stage, (config, output_dir), when `config.autoencoder` holds no model yet."""
+        if config.autoencoder_config is None or (Path(config.autoencoder) / "model_index.json").is_file():
+            return []
+        return [(config.autoencoder_config, config.autoencoder)]
+
+    def __init__(self, config: MixtureDensityPriorConfig, dataset):
+        super().__init__(config, dataset)
+        try:
+            self.autoencoder = AutoencoderPipeline.from_pretrained(config.autoencoder).autoencoder
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"`model.autoencoder`={config.autoencoder!r} holds no AutoencoderPipeline ({error}). Train it first "
+                f"(`latentzoo train {config.autoencoder_config or 'autoencoder-mnist'} "
+                f"output_dir={config.autoencoder}`) or point it at a trained one."
+            ) from None
+        self.autoencoder.requires_grad_(False).eval()
+        num_classes = None
+        if config.class_conditional:
+            num_classes = getattr(dataset, "num_classes", None)
+            if num_classes is None:
+                raise ValueError(
+                    "`model.class_conditional` needs a dataset with class labels (e.g. mnist or digits); "
+                    "set model.class_conditional=false for an unconditional prior."
+                )
+        self.prior = MixtureDensityNetwork(
+            output_dim=self.autoencoder.config.latent_dim,
+            num_components=config.num_components,
+            num_classes=num_classes,
+            class_embed_dim=config.class_embed_dim,
+            hidden_dims=tuple(config.hidden_dims),
+            min_std=config.min_std,
+        )
+
+    def to(self, device):
+        self.autoencoder.to(device)
+
+    def train_dataset(self):
+        return LatentCodeDataset(self.dataset, self.autoencoder)
+
+    def trainable_modules(self):
+        return {"prior": self.prior}
+
+    def training_step(self, batch, modules):
+        class_labels = batch["class_labels"] if self.config.class_conditional else None
+        return {"loss": modules["prior"](class_labels=class_labels, target=batch["latents"]).loss}
+
+    def make_pipeline(self, modules):
+        return AutoencoderPipeline(autoencoder=self.autoencoder, prior=modules["prior"])
+
+    @torch.no_grad()
+    def validation_images(self, pipeline, num_images, generator):
+        if not self.config.class_conditional:
+            return pipeline(batch_size=num_images, generator=generator, output_type="pt").images
+        # Classes in order, 0, 1, 2, ..., so each row of the grid can be read off.
+        labels = [i % self.prior.config.num_classes for i in range(num_images)]
+        return pipeline(class_labels=labels, generator=generator, output_type="pt").images
+
+    @classmethod
+    def card_info(cls, config):
+        return {
+            "title": "Autoencoder + mixture density network prior",
+            "pipeline_tag": "unconditional-image-generation",
+            "tags": ["autoencoder", "mixture-density-network"],
+            "description": "A mixture density network (Bishop 1994) predicts a Gaussian mixture over a frozen "
+            f"autoencoder's latents{' from the class label' if config.model.class_conditional else ''}; "
+            "sampling draws a latent from it and decodes, turning the autoencoder into a "
+            f"{'conditional ' if config.model.class_conditional else ''}generator.",
+            "usage": USAGE
+            + "sevens = pipe(class_labels=[7] * 8, generator=torch.Generator().manual_seed(0)).images",
+        }
