@@ -293,3 +293,66 @@ def test_mdn_prior_task_trains_its_autoencoder_first_and_samples_by_class(tmp_pa
     )
     images = pipe(class_labels=[0, 7], generator=torch.Generator().manual_seed(0), output_type="np").images
     assert images.shape == (2, 8, 8, 1)
+
+
+# ----------------------------------------------------------------------------------------------- projector
+def test_projector_writes_the_files_tensorboard_reads_with_agreeing_shapes(tmp_path):
+    from google.protobuf import text_format
+    from tensorboard.plugins import projector
+
+    from latentzoo.evaluation.projector import PROJECTOR_FILES
+    from latentzoo.training.cli import main
+
+    tiny(VariationalAutoencoder, latent_dim=2).save_pretrained(tmp_path / "model" / "autoencoder")
+    AutoencoderPipeline(
+        VariationalAutoencoder.from_pretrained(tmp_path / "model" / "autoencoder")
+    ).save_pretrained(tmp_path / "model")
+    output_dir = tmp_path / "projector"
+    main(
+        [
+            "projector",
+            str(tmp_path / "model"),
+            "--dataset",
+            "digits",
+            "--num-images",
+            "20",
+            "--output-dir",
+            str(output_dir),
+        ]
+    )
+
+    assert all((output_dir / name).is_file() for name in PROJECTOR_FILES)
+    config = text_format.Parse(
+        (output_dir / "projector_config.pbtxt").read_text(), projector.ProjectorConfig()
+    )
+    (embedding,) = config.embeddings
+    assert (embedding.tensor_path, embedding.metadata_path, embedding.sprite.image_path) == (
+        "tensors.tsv",
+        "metadata.tsv",
+        "sprite.png",
+    )
+    assert list(embedding.sprite.single_image_dim) == [8, 8]
+    tensors = np.loadtxt(output_dir / "tensors.tsv", delimiter="\t")
+    assert tensors.shape == (20, 2)
+    rows = (output_dir / "metadata.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["label", "weight", "slant", "stroke width", "shear"]
+    assert len(rows) == 1 + 20 and all(len(row.split("\t")) == 5 for row in rows)
+    # 20 thumbnails of 8x8 in a square of ceil(sqrt(20)) = 5 per side.
+    assert Image.open(output_dir / "sprite.png").size == (40, 40)
+    # The 2-D latent space also gets its manifold (20 x 20 decoded quantiles); strips are 8 rows.
+    assert Image.open(output_dir / "latent_manifold.png").size == (160, 160)
+    assert Image.open(output_dir / "interpolation_slerp.png").size == (10 * 8, 8 * 8)
+    assert Image.open(output_dir / "attribute_bold_minus_thin.png").size == (5 * 8, 8 * 8)
+    assert list(output_dir.glob("events.out.tfevents.*"))
+
+
+def test_latent_manifold_needs_a_2d_latent_space_and_projector_checks_counts(tmp_path):
+    from latentzoo.evaluation.projector import latent_manifold, write_projector
+
+    with pytest.raises(ValueError, match="needs a 2-D latent space; this autoencoder's latent_dim is 4"):
+        latent_manifold(AutoencoderPipeline(tiny(VariationalAutoencoder)))
+    with pytest.raises(ValueError, match="metadata column 'label' has 2 values for 3 embeddings"):
+        write_projector(tmp_path, torch.zeros(3, 2), {"label": [1, 2]})
+    # A single metadata column has no header row, as TensorBoard expects.
+    write_projector(tmp_path, torch.zeros(3, 2), {"label": [1, 2, 3]})
+    assert (tmp_path / "metadata.tsv").read_text().splitlines() == ["1", "2", "3"]

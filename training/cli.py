@@ -195,6 +195,27 @@ def _forward_process(args: argparse.Namespace) -> None:
     )
 
 
+def _projector(args: argparse.Namespace) -> None:
+    from ..data import load_dataset
+    from ..evaluation.projector import export_latent_visualisations
+
+    pipeline = _load_pipeline(args.model_dir)
+    if not hasattr(pipeline, "autoencoder"):
+        raise SystemExit(
+            f"error: {args.model_dir} holds a {type(pipeline).__name__}; `projector` needs an autoencoder "
+            "pipeline (a run of autoencoder-mnist, vae-mnist, mdn-prior-mnist, ...)."
+        )
+    dataset = load_dataset(args.dataset, split=args.split, image_size=pipeline.autoencoder.config.sample_size)
+    count = min(args.num_images, len(dataset))
+    output_dir = Path(args.output_dir or Path(args.model_dir) / "projector")
+    labels = dataset.class_labels[:count] if dataset.class_labels is not None else None
+    paths = export_latent_visualisations(pipeline, dataset.pixel_values[:count], output_dir, labels)
+    print(f"Wrote {count} latents ({args.dataset} {args.split}) and pictures to {output_dir}:")
+    for name in paths:
+        print(f"  {name}")
+    print(f"View them: tensorboard --logdir {output_dir}   (tabs Projector and Images)")
+
+
 def _add_sampling_args(parser: argparse.ArgumentParser, per_digit_default: int | None = None) -> None:
     from ..pipelines.samplers import SAMPLERS
 
@@ -264,6 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--commit-message", default="Upload latentzoo model")
     push.set_defaults(func=_push)
+
+    projector = commands.add_parser(
+        "projector",
+        help="latents for TensorBoard's embedding projector, interpolation and attribute strips, 2-D manifold",
+    )
+    projector.add_argument("model_dir", help="a saved AutoencoderPipeline folder")
+    projector.add_argument("--output-dir", help="default MODEL_DIR/projector")
+    projector.add_argument("--dataset", default="mnist")
+    projector.add_argument("--split", default="validation", choices=["train", "validation"])
+    projector.add_argument("--num-images", type=int, default=1000)
+    projector.set_defaults(func=_projector)
 
     forward = commands.add_parser(
         "forward-process",
