@@ -441,7 +441,7 @@ class LatentTextToImagePipeline(DiffusionPipeline):
                 pooled.to(self.prompt_projection.dtype), latent_height, latent_width
             ).to(latents.dtype)
 
-        extra_step_kwargs = prepare_extra_step_kwargs(self.scheduler, generator, eta)
+        step_kwargs = prepare_extra_step_kwargs(self.scheduler, generator, eta)
 
         # 7. Denoising loop
         self._num_timesteps = len(timesteps)
@@ -463,13 +463,14 @@ class LatentTextToImagePipeline(DiffusionPipeline):
                     noise_pred = apply_classifier_free_guidance(noise_pred, self.guidance_scale)
 
                 # x_t → x_{t-1}
-                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[
-                    0
-                ]
+                latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
-                    tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
-                    tensors["negative_prompt_embeds"] = negative_prompt_embeds
+                    tensors = {
+                        "latents": latents,
+                        "prompt_embeds": prompt_embeds,
+                        "negative_prompt_embeds": negative_prompt_embeds,
+                    }
                     callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                     latents = callback_outputs.pop("latents", latents)
