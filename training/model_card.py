@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
-from .config import load_config
+from .config import TrainingConfig, build_dataclass
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
 
@@ -37,20 +37,25 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(rows)
 
 
-def write_model_card(output_dir: str | Path, repo_id: str | None = None) -> Path:
-    """(Re)write ``output_dir/README.md`` from the run's files; returns its path."""
+def write_model_card(output_dir: str | Path, repo_id: str | None = None, task_class=None) -> Path:
+    """(Re)write ``output_dir/README.md`` from the run's files; returns its path.
+
+    `task_class` defaults to the class registered for the run's task (pass it for an unregistered task).
+    """
     from .tasks import get_task_class
 
     output_dir = Path(output_dir)
     with open(output_dir / "training_config.yaml") as f:
         raw_config = yaml.safe_load(f)
-    config = load_config(None, raw_config)
+    task_class = task_class or get_task_class(raw_config["task"])
+    config = build_dataclass(TrainingConfig, {**raw_config, "model": {}})
+    config.model = build_dataclass(task_class.Config, raw_config.get("model") or {}, prefix="model.")
     state_path = output_dir / "train_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     metrics_path = output_dir / "metrics.json"
     evaluation = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
 
-    info = get_task_class(config.task).card_info(config)
+    info = task_class.card_info(config)
     hub_dataset, dataset_description = DATASETS.get(config.dataset, (None, config.dataset))
     card_data = ModelCardData(
         library_name="diffusers",

@@ -489,7 +489,7 @@ class Trainer:
                     },
                     f,
                 )
-            write_model_card(self.output_dir)
+            write_model_card(self.output_dir, task_class=self.task_class)
         accelerator.wait_for_everyone()
 
 
