@@ -22,9 +22,11 @@ NoiseSchedule = Literal["linear", "cosine"]
 PredictionType = Literal["epsilon", "v_prediction"]
 
 
-def make_noise_scheduler(config) -> DDPMScheduler:
+def make_noise_scheduler(config, clip_sample: bool = True) -> DDPMScheduler:
     """The training-time ``DDPMScheduler`` of a task config with ``noise_schedule`` ("linear" | "cosine"),
-    ``num_train_timesteps`` and ``prediction_type``; samplers are built ``from_config`` of it."""
+    ``num_train_timesteps`` and ``prediction_type``; samplers are built ``from_config`` of it.
+
+    `clip_sample` clips predicted x_0 to [-1, 1] in DDPM/DDIM sampling: right for pixels, wrong for latents."""
     if config.noise_schedule not in NOISE_SCHEDULES:
         raise ValueError(
             f"`noise_schedule` must be one of {sorted(NOISE_SCHEDULES)}, got {config.noise_schedule!r}."
@@ -33,6 +35,7 @@ def make_noise_scheduler(config) -> DDPMScheduler:
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=NOISE_SCHEDULES[config.noise_schedule],
         prediction_type=config.prediction_type,
+        clip_sample=clip_sample,
     )
 
 

@@ -226,7 +226,8 @@ class TextToImageTask(TrainingTask):
             else None
         )
         self.denoiser = _TextConditionedDenoiser(self.text_encoder, self.unet, self.prompt_projection)
-        self.noise_scheduler = make_noise_scheduler(config)
+        # Latents have unit variance, not a [-1, 1] range: never clip the predicted x_0.
+        self.noise_scheduler = make_noise_scheduler(config, clip_sample=False)
 
     def train_dataset(self):
         return LatentDataset(self.dataset, self.vae)
