@@ -17,6 +17,7 @@ from .captions import (
     parse_digit,
 )
 from .datasets import DATASET_NAMES, HubDatasetUnavailableError, ImageDataset, load_dataset
+from .tokenizer import load_clip_tokenizer
 
 __all__ = [
     "DATASET_NAMES",
@@ -28,6 +29,7 @@ __all__ = [
     "HubDatasetUnavailableError",
     "ImageDataset",
     "caption_for",
+    "load_clip_tokenizer",
     "captions_for",
     "load_dataset",
     "measure_attribute_values",

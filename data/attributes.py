@@ -34,7 +34,10 @@ SLANT_CLASSES = ("left", "upright", "right")
 
 # Value < first threshold → first class, value >= second threshold → last class (see module docstring).
 WEIGHT_THRESHOLDS = (2.14, 2.59)  # stroke width in pixels at 32×32: tertiles of the mnist training split
-SLANT_THRESHOLDS = (-0.15, 0.15)  # horizontal shear, positive leans right: symmetric, so words mean what they say
+SLANT_THRESHOLDS = (
+    -0.15,
+    0.15,
+)  # horizontal shear, positive leans right: symmetric, so words mean what they say
 
 # The resolution the stroke width is expressed in.
 REFERENCE_SIZE = 32

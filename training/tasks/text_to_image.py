@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from ...data.tokenizer import load_clip_tokenizer
+from ...data import load_clip_tokenizer
 from ...models.conditioning import PromptProjection
 from ...pipelines.text_to_image import LatentTextToImagePipeline
 from .base import TaskConfig, TrainingTask
