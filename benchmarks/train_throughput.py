@@ -130,7 +130,9 @@ def trainer_run(unet_json: Path, steps: int, warmup: int, output_dir: Path, **se
         **settings,
     )
     Trainer(config, task_class=UnconditionalDDPMBenchTask).train()
-    return seconds_per_step(UnconditionalDDPMBenchTask.step_times, warmup), list(UnconditionalDDPMBenchTask.losses)
+    return seconds_per_step(UnconditionalDDPMBenchTask.step_times, warmup), list(
+        UnconditionalDDPMBenchTask.losses
+    )
 
 
 def step_flops(unet_json: Path, batch_size: int = 64) -> int:
@@ -158,15 +160,21 @@ def main(argv=None):
     parser.add_argument("--config", type=Path, default=DEFAULT_UNET)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per setting (after warm-up)")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--quality-steps", type=int, default=60, help="steps of the fp32-vs-bf16 loss check (0: skip)")
+    parser.add_argument(
+        "--quality-steps", type=int, default=60, help="steps of the fp32-vs-bf16 loss check (0: skip)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "results" / "train_throughput.md")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/latentzoo-bench"))
     args = parser.parse_args(argv)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
     flops = step_flops(args.config)
     peak_fp32, peak_bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-    print(f"one step = {flops / 1e9:.1f} GFLOP; matmul peak fp32 {peak_fp32 / 1e9:.0f}, bf16 {peak_bf16 / 1e9:.0f} GFLOP/s")
+    print(
+        f"one step = {flops / 1e9:.1f} GFLOP; matmul peak fp32 {peak_fp32 / 1e9:.0f}, bf16 {peak_bf16 / 1e9:.0f} GFLOP/s"
+    )
 
     rows = []
     bare = bare_loop(args.config, args.steps, args.warmup)
@@ -175,11 +183,15 @@ def main(argv=None):
     trainer_fp32, losses_fp32 = trainer_run(args.config, args.steps, args.warmup, args.work_dir / "fp32")
     rows.append(("Trainer, fp32 (equal settings)", trainer_fp32))
     print(f"Trainer fp32: {trainer_fp32:.3f} s/step", flush=True)
-    trainer_bf16, _ = trainer_run(args.config, args.steps, args.warmup, args.work_dir / "bf16", mixed_precision="bf16")
+    trainer_bf16, _ = trainer_run(
+        args.config, args.steps, args.warmup, args.work_dir / "bf16", mixed_precision="bf16"
+    )
     rows.append(("Trainer, bf16 autocast", trainer_bf16))
     print(f"Trainer bf16: {trainer_bf16:.3f} s/step", flush=True)
 
-    example = 1.8  # s/step of diffusers' train_unconditional.py on this model and data, measured on this machine
+    example = (
+        1.8  # s/step of diffusers' train_unconditional.py on this model and data, measured on this machine
+    )
     lines = [
         "# Training throughput: Trainer vs bare PyTorch loop",
         "",
@@ -205,9 +217,16 @@ def main(argv=None):
     lines += ["", f"Trainer overhead over the bare loop at equal settings: {overhead:+.1%} (target <= 5%)."]
 
     if args.quality_steps:
-        _, fp32 = trainer_run(args.config, args.quality_steps, 0, args.work_dir / "q-fp32", learning_rate=3e-4)
+        _, fp32 = trainer_run(
+            args.config, args.quality_steps, 0, args.work_dir / "q-fp32", learning_rate=3e-4
+        )
         _, bf16 = trainer_run(
-            args.config, args.quality_steps, 0, args.work_dir / "q-bf16", learning_rate=3e-4, mixed_precision="bf16"
+            args.config,
+            args.quality_steps,
+            0,
+            args.work_dir / "q-bf16",
+            learning_rate=3e-4,
+            mixed_precision="bf16",
         )
         tail = max(1, args.quality_steps // 4)
         lines += [
