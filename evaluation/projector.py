@@ -115,6 +115,11 @@ def write_projector(
     return paths
 
 
+def _grid(images: list[PIL.Image.Image], rows: int, cols: int) -> PIL.Image.Image:
+    """diffusers' `make_image_grid`, kept in the images' own mode (grayscale digits stay one channel)."""
+    return make_image_grid(images, rows=rows, cols=cols).convert(images[0].mode)
+
+
 def _cell(value) -> str:
     if isinstance(value, torch.Tensor):
         value = value.item()
@@ -176,7 +181,7 @@ def latent_manifold(pipeline, grid_size: int = 20, quantile_range: tuple[float, 
     if prior is not None and hasattr(prior, "scale_tril"):
         latents = prior.mean.cpu() + latents @ prior.scale_tril.cpu().T
     images = pipeline.decode(latents, output_type="pil").images
-    return make_image_grid(images, rows=grid_size, cols=grid_size)
+    return _grid(images, rows=grid_size, cols=grid_size)
 
 
 @torch.no_grad()
@@ -185,7 +190,7 @@ def interpolation_strips(
 ) -> PIL.Image.Image:
     """One row per (start, end) pair of images: decoded latents from one to the other."""
     images = pipeline.interpolate(start, end, num_steps=num_steps, method=method, output_type="pil").images
-    return make_image_grid(images, rows=len(start), cols=num_steps)
+    return _grid(images, rows=len(start), cols=num_steps)
 
 
 @torch.no_grad()
@@ -207,7 +212,7 @@ def attribute_strips(
     images = pipeline.apply_attribute(
         pixel_values, vector, strength=list(strengths), output_type="pil"
     ).images
-    return make_image_grid(images, rows=len(pixel_values), cols=len(strengths))
+    return _grid(images, rows=len(pixel_values), cols=len(strengths))
 
 
 def export_latent_visualisations(

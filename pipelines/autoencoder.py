@@ -81,9 +81,10 @@ class AutoencoderPipeline(DiffusionPipeline):
                     f"`batch_size`={batch_size} disagrees with the {len(class_labels)} `class_labels`: pass one label "
                     "per image and leave `batch_size` out."
                 )
-        elif self.is_class_conditional:
+        elif self.is_class_conditional and latents is None:
             raise ValueError(
-                "This pipeline's prior is class-conditional: pass `class_labels`, e.g. `class_labels=[0, 1, 7]`."
+                "This pipeline's prior is class-conditional: pass `class_labels`, e.g. `class_labels=[0, 1, 7]` "
+                "(or `latents` to decode)."
             )
         if isinstance(self.prior, MixtureDensityNetwork) and self.prior.config.condition_dim > 0:
             raise ValueError(
