@@ -63,19 +63,22 @@ def fid_report(judge: Judge, images, reference_images, seed: int = 0) -> dict:
     """FID of `images` beside the real-vs-real FID at the same sample count.
 
     With n = min(len(images), len(reference_images) // 2), the reference is split at random
-    (seeded) into two disjoint sets A and B of n images; returns
-    `{"fid": FID(images[:n], A), "real_vs_real_fid": FID(B, A), "num_samples": n}`.
+    (seeded) into two disjoint sets A and B of n images and n of `images` are drawn at random;
+    returns `{"fid": FID(those images, A), "real_vs_real_fid": FID(B, A), "num_samples": n}`.
     """
     n = min(len(images), len(reference_images) // 2)
     if n < 2:
         raise ValueError(
             f"`fid_report` needs >= 2 images and >= 4 reference images, got {len(images)} and {len(reference_images)}."
         )
-    order = torch.randperm(len(reference_images), generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(reference_images), generator=generator)
     reference_a, reference_b = reference_images[order[:n]], reference_images[order[n : 2 * n]]
+    # A random subset of the images too: generated images often come sorted (e.g. by requested digit).
+    images = images[torch.randperm(len(images), generator=generator)[:n]]
     feats_a = judge.features(reference_a)
     return {
-        "fid": frechet_distance(judge.features(images[:n]), feats_a),
+        "fid": frechet_distance(judge.features(images), feats_a),
         "real_vs_real_fid": frechet_distance(judge.features(reference_b), feats_a),
         "num_samples": n,
     }

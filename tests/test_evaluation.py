@@ -101,6 +101,16 @@ def test_fid_of_real_vs_real_is_far_below_fid_of_degraded_images(judge, validati
     assert report["real_vs_real_fid"] < report["fid"] / 3
 
 
+def test_fid_report_draws_a_random_subset_of_images_sorted_by_class(judge, validation):
+    # Generated images usually come sorted by requested class; a prefix would be a few classes only.
+    train = load_dataset("mnist", split="train")
+    order = torch.argsort(train.class_labels[:1000], stable=True)
+    sorted_real = train.pixel_values[:1000][order]
+    report = fid_report(judge, sorted_real, validation.pixel_values)
+    prefix_fid = judge_fid(judge, sorted_real[: report["num_samples"]], validation.pixel_values[:250])
+    assert report["fid"] < 2 * report["real_vs_real_fid"] < prefix_fid / 3, (report, prefix_fid)
+
+
 def test_frechet_distance_matches_closed_form():
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(400, 6)) @ rng.normal(size=(6, 6))
