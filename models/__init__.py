@@ -9,6 +9,7 @@ from latentzoo.models.autoencoder import (
     kl_divergence,
 )
 from latentzoo.models.conditioning import PromptProjection
+from latentzoo.models.gan import Discriminator, Generator
 from latentzoo.models.latent_tools import (
     apply_attribute,
     attribute_strip,
@@ -22,8 +23,10 @@ from latentzoo.models.mdn import MixtureDensityNetwork, MixtureDensityOutput
 __all__ = [
     "Autoencoder",
     "AutoencoderOutput",
+    "Discriminator",
     "GaussianPosterior",
     "GaussianPrior",
+    "Generator",
     "MixtureDensityNetwork",
     "MixtureDensityOutput",
     "PromptProjection",

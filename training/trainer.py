@@ -40,6 +40,8 @@ logger = get_logger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # Schedules that need to know the total number of steps to decay towards.
 _CONSTANT_SCHEDULES = ("constant", "constant_with_warmup")
+# Entries of a training_step's output named like this are logged (averaged over the logging window), not optimized.
+METRIC_PREFIX = "metrics/"
 
 
 def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
@@ -210,6 +212,12 @@ class Trainer:
         }
         self.steps_per_epoch = steps_per_epoch
         self.max_steps = max_steps
+        ema_names = self.task.ema_modules()
+        unknown = set(ema_names) - set(self.modules)
+        if unknown:
+            raise ValueError(
+                f"{type(self.task).__name__}.ema_modules names unknown modules {sorted(unknown)}."
+            )
         self.ema = (
             {
                 name: EMAModel(
@@ -219,6 +227,7 @@ class Trainer:
                     power=cfg.ema_power,
                 )
                 for name, module in self.modules.items()
+                if name in ema_names
             }
             if cfg.use_ema
             else {}
@@ -325,6 +334,9 @@ class Trainer:
             pipeline = self.task.make_pipeline(modules)
             generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
             images = self.task.validation_images(pipeline, self.config.num_validation_images, generator)
+            metrics = self.task.validation_metrics(
+                pipeline, torch.Generator(device="cpu").manual_seed(self.config.seed)
+            )
             for module in modules.values():
                 module.train()
             self._restore_from_ema()
@@ -341,8 +353,21 @@ class Trainer:
                     self.state.global_step,
                     dataformats="HWC",
                 )
+            self._log_validation_metrics(metrics)
         accelerator.wait_for_everyone()
         return path
+
+    def _log_validation_metrics(self, metrics: dict):
+        """Scalars through `accelerator.log`; 1-D tensors as TensorBoard histograms (e.g. a judge's class counts)."""
+        step = self.state.global_step
+        scalars = {k: float(v) for k, v in metrics.items() if not isinstance(v, torch.Tensor) or v.ndim == 0}
+        if scalars:
+            self.accelerator.log(scalars, step=step)
+        histograms = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor) and v.ndim > 0}
+        if histograms and self.config.report_to == "tensorboard":
+            tracker = self.accelerator.get_tracker("tensorboard", unwrap=True)
+            for key, values in histograms.items():
+                tracker.add_histogram(key, values.detach().cpu().float().numpy(), step)
 
     # ------------------------------------------------------------------ train
     def train(self, end_training: bool = True) -> Path:
@@ -389,23 +414,29 @@ class Trainer:
                 resume_batches = 0
             for batch in batches:
                 with accelerator.accumulate(*self.modules.values()):
-                    losses = self.task.training_step(batch, self.modules)
+                    outputs = self.task.training_step(batch, self.modules)
+                    losses = {k: v for k, v in outputs.items() if not k.startswith(METRIC_PREFIX)}
                     if set(losses) != set(self.optimizers):
                         raise ValueError(
                             f"{type(self.task).__name__}.training_step returned losses {sorted(losses)}; "
-                            f"expected one per optimizer: {sorted(self.optimizers)}."
+                            f"expected one per optimizer: {sorted(self.optimizers)} (and, optionally, "
+                            f"'{METRIC_PREFIX}...' scalars to log)."
                         )
-                    for name, loss in losses.items():
-                        params = self.optimizer_params[name]
+                    # Every backward pass before any step: all losses are gradients at the same parameters (a
+                    # GAN's G loss backpropagates through D's graph, which an in-place step of D would invalidate).
+                    for name in self.optimizers:
                         # With several optimizers each loss reaches only its own parameters (a GAN's G loss must
                         # not leave gradients in D).
-                        accelerator.backward(loss, inputs=params if multiple_optimizers else None)
+                        params = self.optimizer_params[name]
+                        accelerator.backward(losses[name], inputs=params if multiple_optimizers else None)
+                    for name, optimizer in self.optimizers.items():
                         if accelerator.sync_gradients and cfg.max_grad_norm is not None:
-                            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                        self.optimizers[name].step()
+                            accelerator.clip_grad_norm_(self.optimizer_params[name], cfg.max_grad_norm)
+                        optimizer.step()
                         self.schedulers[name].step()
-                        self.optimizers[name].zero_grad(set_to_none=True)
-                        loss_sums[name] = loss_sums.get(name, 0) + loss.detach().float()
+                        optimizer.zero_grad(set_to_none=True)
+                    for name, value in outputs.items():
+                        loss_sums[name] = loss_sums.get(name, 0) + value.detach().float()
                 if not accelerator.sync_gradients:
                     continue
 
@@ -419,7 +450,9 @@ class Trainer:
                 if state.global_step % cfg.logging_steps == 0 or finished():
                     seconds = time.perf_counter() - window_start
                     logs = {
-                        f"loss/{name}": (total / (window_steps * cfg.gradient_accumulation_steps)).item()
+                        (name if name.startswith(METRIC_PREFIX) else f"loss/{name}"): (
+                            total / (window_steps * cfg.gradient_accumulation_steps)
+                        ).item()
                         for name, total in loss_sums.items()
                     }
                     logs.update({f"lr/{name}": s.get_last_lr()[0] for name, s in self.schedulers.items()})

@@ -10,7 +10,9 @@ from .base import TaskConfig, TrainingTask
 TASKS: dict[str, str] = {
     "autoencoder": "autoencoder:AutoencoderTask",
     "autoencoder_kl": "autoencoder_kl:AutoencoderKLTask",
+    "clip_text": "contrastive:ContrastiveTextTask",
     "ddpm": "ddpm:DDPMTask",
+    "gan": "gan:GANTask",
     "mdn_prior": "autoencoder:MixtureDensityPriorTask",
     "text2img": "text_to_image:TextToImageTask",
     "vae": "autoencoder:VariationalAutoencoderTask",

@@ -20,6 +20,11 @@ class TrainingTask:
     ``make_pipeline``. The Trainer never looks inside a model: it optimizes the modules returned by
     ``trainable_modules`` with one optimizer per key of ``optimizer_modules`` and backpropagates each loss that
     ``training_step`` returns into its own optimizer's parameters only (a GAN returns two losses).
+
+    With several optimizers the Trainer runs every backward pass first and only then steps the optimizers (in the
+    order of ``optimizer_modules``): each loss is a gradient at the parameters its forward pass saw. A GAN's
+    generator loss D(G(z)) backpropagates through the discriminator's graph, which stepping the discriminator
+    in place first would invalidate; the result is the simultaneous-update GAN step from one forward pass.
     """
 
     name: ClassVar[str]
@@ -52,6 +57,10 @@ class TrainingTask:
         """Optimizer name → names of the modules it updates. One optimizer over everything by default."""
         return {"loss": list(self.trainable_modules())}
 
+    def ema_modules(self) -> list[str]:
+        """Names of the modules averaged when the config's ``use_ema`` is on: all by default (a GAN: its generator)."""
+        return list(self.trainable_modules())
+
     def optimizer_kwargs(self, name: str) -> dict[str, Any]:
         """Overrides of the config's AdamW settings for optimizer `name` (e.g. a GAN's own betas)."""
         return {}
@@ -64,6 +73,9 @@ class TrainingTask:
         Call each module through ``module(...)``, never a method such as ``module.encode``: under DDP only the
         wrapper's ``forward`` synchronises gradients (a module needing several calls gets a small training wrapper
         whose ``forward`` does them all, as the AutoencoderKL task shows).
+
+        Extra detached scalars to log beside the losses (e.g. a GAN's mean D(real)) go in the same dict under keys
+        starting with ``"metrics/"``; the Trainer averages them over its logging window and never optimizes them.
 
         Randomness here (noise, timesteps, dropout of captions) uses torch's global generator, which the Trainer
         seeds per process and saves in every checkpoint, so a resumed run draws exactly what an uninterrupted one
@@ -79,6 +91,11 @@ class TrainingTask:
         """Images for the sample grid, float (N, C, H, W) in [0, 1]. By default the pipeline samples them."""
         output = pipeline(batch_size=num_images, generator=generator, output_type="pt")
         return output.images
+
+    def validation_metrics(self, pipeline, generator: torch.Generator) -> dict[str, float | torch.Tensor]:
+        """Extra numbers logged at each validation (EMA weights on, main process): floats and 0-d tensors as
+        scalars, 1-D tensors as TensorBoard histograms (a GAN logs its samples' judged classes). None by default."""
+        return {}
 
     @classmethod
     def card_info(cls, config) -> dict[str, Any]:

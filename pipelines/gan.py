@@ -1,0 +1,305 @@
+"""Sampling, interpolation and latent arithmetic with a GAN generator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils.torch_utils import randn_tensor
+
+from latentzoo.models.gan import Generator
+from latentzoo.models.latent_tools import (
+    INTERPOLATION_METHODS,
+    attribute_strip,
+    attribute_vector,
+    interpolate,
+)
+from latentzoo.pipelines.utils import (
+    GeneratorArgument,
+    check_generator,
+    check_output_type,
+    check_positive_int,
+    postprocess_images,
+    prepare_noise,
+)
+
+ClassLabels = int | Sequence[int] | torch.Tensor | None
+
+# Rounds of redrawing for the truncation trick; the share of entries still outside [-t, t] after k rounds is
+# P(|z| > t)^k, e.g. 0.32^200 for t = 1: none in practice.
+MAX_TRUNCATION_ROUNDS = 200
+
+
+def truncated_noise(
+    shape: tuple[int, ...],
+    truncation: float,
+    generator: GeneratorArgument,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """N(0, I) restricted to [-truncation, truncation] per entry, by redrawing the entries outside (BigGAN's
+    truncation trick, Brock et al., arXiv:1809.11096, sec. 3.1).
+
+    Every round redraws the whole tensor with `generator` and keeps the new value only where the old one is outside,
+    so with a list of generators each row depends on its own generator alone (batched = one by one). Entries still
+    outside after `MAX_TRUNCATION_ROUNDS` rounds (only for tiny thresholds) are clamped.
+    """
+    latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+    for _ in range(MAX_TRUNCATION_ROUNDS):
+        outside = latents.abs() > truncation
+        if not outside.any():
+            break
+        latents = torch.where(
+            outside, randn_tensor(shape, generator=generator, device=device, dtype=dtype), latents
+        )
+    return latents.clamp(-truncation, truncation)
+
+
+class GANPipeline(DiffusionPipeline):
+    r"""
+    Generation with a GAN generator: draw latents z ~ N(0, I) (optionally truncated), map them to images in one pass.
+
+    Args:
+        generator ([`~latentzoo.models.Generator`]):
+            Maps (B, latent_dim) latents [and class labels] to (B, C, H, W) images in [-1, 1]. (The *model* is named
+            `generator` as in every GAN paper; the `generator` argument of `__call__` is, as in all of diffusers,
+            the `torch.Generator` that seeds the latents.)
+
+    Example:
+        >>> pipe = GANPipeline.from_pretrained("outputs/gan-mnist")
+        >>> images = pipe(batch_size=16, generator=torch.Generator().manual_seed(0), output_type="np").images
+        >>> z = pipe.prepare_latents(2, torch.Generator().manual_seed(1))
+        >>> strip = pipe.interpolate(z[:1], z[1:], num_steps=8).images
+    """
+
+    model_cpu_offload_seq = "generator"
+
+    def __init__(self, generator: Generator):
+        super().__init__()
+        self.register_modules(generator=generator)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_resize=False)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.generator.config.latent_dim
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.generator.config.num_classes
+
+    # ------------------------------------------------------------------ checks and helpers
+    def _as_class_labels(
+        self, class_labels: ClassLabels, batch_size: int | None = None
+    ) -> torch.Tensor | None:
+        """None, an int, a list or a tensor → None or a (B,) int64 tensor, checked against `num_classes`."""
+        if class_labels is None:
+            if self.num_classes is not None:
+                raise ValueError(
+                    f"This generator is class-conditional ({self.num_classes} classes): pass `class_labels`, e.g. "
+                    "`class_labels=[0, 1, 7]`, one per image."
+                )
+            return None
+        if self.num_classes is None:
+            raise ValueError("This generator is unconditional: leave `class_labels` out (use `batch_size`).")
+        if isinstance(class_labels, int) and not isinstance(class_labels, bool):
+            class_labels = [class_labels] * (batch_size or 1)
+        if not isinstance(class_labels, torch.Tensor):
+            class_labels = list(class_labels)
+            if not all(isinstance(c, int) and not isinstance(c, bool) for c in class_labels):
+                raise TypeError(f"`class_labels` must be ints, got {class_labels!r}.")
+            class_labels = torch.tensor(class_labels, dtype=torch.long)
+        if class_labels.ndim != 1 or class_labels.dtype.is_floating_point:
+            raise ValueError(
+                f"`class_labels` must be a 1-D sequence of ints, got shape {tuple(class_labels.shape)}."
+            )
+        bad = class_labels[(class_labels < 0) | (class_labels >= self.num_classes)].unique().tolist()
+        if bad:
+            raise ValueError(f"`class_labels` must be in [0, {self.num_classes}), got {bad}.")
+        if batch_size is not None and len(class_labels) != batch_size:
+            raise ValueError(
+                f"{len(class_labels)} `class_labels` for {batch_size} images: pass one label per image (or one int "
+                "for all)."
+            )
+        return class_labels.to(self._execution_device)
+
+    def check_inputs(self, batch_size, latents, truncation, output_type):
+        if batch_size is not None:
+            check_positive_int(batch_size, "batch_size")
+        if latents is not None:
+            self.generator.check_latents(latents)
+            if batch_size is not None and batch_size != len(latents):
+                raise ValueError(f"`batch_size`={batch_size} disagrees with the {len(latents)} `latents`.")
+            if truncation is not None:
+                raise ValueError(
+                    "`truncation` applies to latents the pipeline draws; truncate your own `latents` before passing "
+                    "them, or leave `latents` out."
+                )
+        if truncation is not None and (
+            isinstance(truncation, bool) or not isinstance(truncation, int | float) or truncation <= 0
+        ):
+            raise ValueError(
+                f"`truncation` must be a positive float (e.g. 1.0: latents within [-1, 1]) or None, got {truncation!r}."
+            )
+        check_output_type(output_type)
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        generator: GeneratorArgument = None,
+        latents: torch.Tensor | None = None,
+        truncation: float | None = None,
+    ) -> torch.Tensor:
+        """(B, latent_dim) latents: `latents` if given, else N(0, I) drawn with `generator` (truncated to
+        [-truncation, truncation] by redrawing, when `truncation` is set)."""
+        shape = (batch_size, self.latent_dim)
+        device, dtype = self._execution_device, self.generator.dtype
+        if truncation is not None and latents is None:
+            return truncated_noise(shape, truncation, generator, device, dtype)
+        return prepare_noise(shape, generator, device, dtype, latents)
+
+    def _output(
+        self, images: torch.Tensor | None, latents: torch.Tensor, output_type: str, return_dict: bool
+    ):
+        result = (
+            latents
+            if output_type == "latent"
+            else postprocess_images(images.float(), output_type, self.image_processor)
+        )
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (result,)
+        return ImagePipelineOutput(images=result)
+
+    # ------------------------------------------------------------------ latent space
+    @torch.no_grad()
+    def decode(
+        self,
+        latents: torch.Tensor,
+        class_labels: ClassLabels = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """(B, latent_dim) latents [and labels] → images in `output_type` ("pil", "np", "pt" in [0, 1], "latent")."""
+        self.generator.check_latents(latents)
+        check_output_type(output_type)
+        class_labels = self._as_class_labels(class_labels, len(latents))
+        latents = latents.to(device=self._execution_device, dtype=self.generator.dtype)
+        images = None if output_type == "latent" else self.generator(latents, class_labels)
+        return self._output(images, latents, output_type, return_dict)
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        start: torch.Tensor,
+        end: torch.Tensor,
+        num_steps: int = 8,
+        method: str = "slerp",
+        class_labels: ClassLabels = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        """Images along a path from each `start` latent to its `end` latent, (B, latent_dim) each: B * num_steps.
+
+        `method` "slerp" (the default; keeps the norm typical of N(0, I) draws) or "lerp"; each strip of `num_steps`
+        images is consecutive. A class-conditional generator takes one label per strip (or one int for all).
+        """
+        if method not in INTERPOLATION_METHODS:
+            raise ValueError(f"`method` must be one of {INTERPOLATION_METHODS}, got {method!r}.")
+        start, end = (x[None] if isinstance(x, torch.Tensor) and x.ndim == 1 else x for x in (start, end))
+        self.generator.check_latents(start)
+        self.generator.check_latents(end)
+        labels = self._as_class_labels(class_labels, len(start))
+        latents = interpolate(start, end, num_steps, method)  # (B * num_steps, D), each strip consecutive
+        if labels is not None:
+            labels = labels.repeat_interleave(num_steps)  # one label per strip → one per image
+        return self.decode(latents, labels, output_type, return_dict)
+
+    @staticmethod
+    def attribute_vector(latents_with: torch.Tensor, latents_without: torch.Tensor) -> torch.Tensor:
+        """(latent_dim,) mean latent of samples with an attribute minus that of samples without it (DCGAN's vector
+        arithmetic, arXiv:1511.06434 sec. 6.3). A GAN has no encoder: sort *generated* samples by the attribute
+        (e.g. measured stroke width) and pass their latents."""
+        return attribute_vector(latents_with, latents_without)
+
+    @torch.no_grad()
+    def apply_attribute(
+        self,
+        latents: torch.Tensor,
+        vector: torch.Tensor,
+        strength: float | Sequence[float] = 1.0,
+        class_labels: ClassLabels = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        """Decode `latents + strength · vector`; a list of strengths gives a strip of len(strengths) per latent."""
+        self.generator.check_latents(latents)
+        strengths = [strength] if isinstance(strength, int | float) else list(strength)
+        labels = self._as_class_labels(class_labels, len(latents))
+        latents = attribute_strip(latents, vector.to(latents), strengths)
+        if labels is not None:
+            labels = labels.repeat_interleave(len(strengths))
+        return self.decode(latents, labels, output_type, return_dict)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int | None = None,
+        class_labels: ClassLabels = None,
+        latents: torch.Tensor | None = None,
+        truncation: float | None = None,
+        generator: GeneratorArgument = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Draw latents and generate images in one forward pass of the generator.
+
+        Args:
+            batch_size (`int`, *optional*, defaults to 1, `len(class_labels)` or `len(latents)`):
+                Number of images.
+            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
+                One label per image for a class-conditional generator (required there, an error elsewhere); an int
+                with `batch_size` gives that class to every image.
+            latents (`torch.Tensor`, *optional*):
+                (B, latent_dim) latents to use instead of drawing them.
+            truncation (`float`, *optional*):
+                The truncation trick: draw latents from N(0, I) truncated to [-truncation, truncation], *resampling*
+                every entry outside (not rescaling). Smaller is more typical, less varied images; None (default)
+                draws plain N(0, I).
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Source of all randomness; a list gives one generator per image, so a batch reproduces the same
+                images generated one by one.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                "pil", "np" ((B, H, W, C) in [0, 1]), "pt" ((B, C, H, W) in [0, 1]) or "latent" (the latents).
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Return an [`ImagePipelineOutput`] rather than a tuple `(images,)`.
+
+        Example:
+            >>> pipe = GANPipeline.from_pretrained("outputs/gan-mnist-classes")
+            >>> sevens = pipe(class_labels=[7] * 8, truncation=1.5, generator=torch.Generator().manual_seed(0)).images
+        """
+        # 1. Check inputs
+        self.check_inputs(batch_size, latents, truncation, output_type)
+
+        # 2. Define call parameters
+        if isinstance(class_labels, int) and not isinstance(class_labels, bool):
+            batch_size = batch_size or (len(latents) if latents is not None else 1)
+        elif class_labels is not None:
+            batch_size = batch_size or len(class_labels)
+        elif latents is not None:
+            batch_size = len(latents)
+        batch_size = batch_size or 1
+        class_labels = self._as_class_labels(class_labels, batch_size)
+        check_generator(generator, batch_size)
+
+        # 3. Draw the latents: (B, latent_dim)
+        latents = self.prepare_latents(batch_size, generator, latents, truncation)
+
+        # 4. Generate: (B, latent_dim) → (B, C, H, W) in [-1, 1]
+        images = None if output_type == "latent" else self.generator(latents, class_labels)
+
+        # 5. Post-process
+        return self._output(images, latents, output_type, return_dict)
