@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from latentzoo.data import load_dataset
 from latentzoo.evaluation import fid_report, load_judge
@@ -64,12 +65,21 @@ def main():
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--output", default="benchmarks/results/ddpm.jsonl")
     parser.add_argument("--save-grid", action="store_true", help="save the first 10 per class as a PNG grid")
+    parser.add_argument(
+        "--scheduler-config",
+        nargs="*",
+        default=[],
+        help="KEY=VALUE overrides of the sampler's config (YAML values), e.g. clip_sample=false",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     judge = load_judge()
     reference = load_dataset("mnist", split="validation").pixel_values  # (500, 1, 32, 32)
     class_labels = [digit for digit in range(10) for _ in range(args.per_class)]
+    overrides = {
+        key: yaml.safe_load(value) for key, value in (kv.split("=", 1) for kv in args.scheduler_config)
+    }
     rows = []
     for model_dir in args.model_dirs:
         config = json.loads((Path(model_dir) / "scheduler" / "scheduler_config.json").read_text())
@@ -77,6 +87,10 @@ def main():
         for run in args.runs:
             sampler, steps = run.split(":")
             pipeline = load_pipeline(model_dir, sampler=sampler)
+            if overrides:
+                pipeline.scheduler = type(pipeline.scheduler).from_config(
+                    pipeline.scheduler.config, **overrides
+                )
             pipeline.set_progress_bar_config(disable=True)
             start = time.perf_counter()
             images = sample(
@@ -94,6 +108,7 @@ def main():
                 "train_minutes": round(state.get("elapsed_seconds", 0) / 60, 1),
                 "sampler": SAMPLER_NAMES.get(sampler, sampler),
                 "steps": int(steps),
+                "scheduler_config": overrides,
                 "guidance_scale": args.guidance_scale,
                 "num_samples": len(images),
                 "class_accuracy": accuracy,
@@ -122,7 +137,8 @@ def main():
                     ]
                 )
                 grid = make_image_grid((first + 1) / 2, nrow=min(10, args.per_class))
-                grid.save(Path(model_dir) / f"samples_{sampler}_{steps}.png")
+                suffix = "".join(f"_{k}-{v}" for k, v in overrides.items())
+                grid.save(Path(model_dir) / f"samples_{sampler}_{steps}{suffix}.png")
 
     print(
         "\n| schedule | sampler | steps | class accuracy | judge-FID (real-vs-real) | samples | s / image |"
