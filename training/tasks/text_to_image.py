@@ -39,6 +39,9 @@ class TextToImageConfig(TaskConfig):
     # Text encoder: null trains a small CLIPTextModel from scratch; a folder or Hub id loads a pretrained one
     # (its tokenizer too, when the folder has one; otherwise the bundled CLIP vocabulary, which it shares).
     text_encoder: str | None = None
+    # When set and the `text_encoder` folder holds no model yet, `latentzoo train` first trains it from this config
+    # (the CLIP-style contrastive stage, task clip_text), as `vae_config` does for the VAE.
+    text_encoder_config: str | None = None
     train_text_encoder: bool = True
     # Captions here are under 20 tokens; a shorter context makes cross-attention cheaper. CLIP's is 77.
     max_prompt_length: int = 77
@@ -83,6 +86,11 @@ class TextToImageConfig(TaskConfig):
     def __post_init__(self):
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"`model.caption_dropout` must be in [0, 1), got {self.caption_dropout}.")
+        if self.text_encoder_config is not None and self.text_encoder is None:
+            raise ValueError(
+                f"`model.text_encoder_config`={self.text_encoder_config!r} needs `model.text_encoder`: the folder "
+                "that stage trains into and this run loads."
+            )
 
 
 class LatentDataset(torch.utils.data.Dataset):
@@ -119,7 +127,8 @@ class LatentDataset(torch.utils.data.Dataset):
             self.dataset.set_epoch(epoch)
 
 
-def build_text_encoder(config: TextToImageConfig) -> CLIPTextModel:
+def build_text_encoder(config) -> CLIPTextModel:
+    """A small CLIPTextModel from a config's ``text_*`` and ``max_prompt_length`` keys (text2img, clip_text)."""
     return CLIPTextModel(
         CLIPTextConfig(
             vocab_size=49408,
@@ -182,10 +191,17 @@ class TextToImageTask(TrainingTask):
 
     @classmethod
     def prerequisites(cls, config: TextToImageConfig) -> list[tuple[str, str]]:
-        """Stage 1: (config, output_dir) of the VAE to train first when `config.vae` holds no model yet."""
-        if config.vae_config is None or (Path(config.vae) / "config.json").is_file():
-            return []
-        return [(config.vae_config, config.vae)]
+        """(config, output_dir) of the stages to train first: the VAE when `config.vae` holds no model yet, then
+        the contrastive text encoder when `config.text_encoder_config` is set and `config.text_encoder` is empty."""
+        stages = []
+        if config.vae_config is not None and not (Path(config.vae) / "config.json").is_file():
+            stages.append((config.vae_config, config.vae))
+        if (
+            config.text_encoder_config is not None
+            and not (Path(config.text_encoder) / "config.json").is_file()
+        ):
+            stages.append((config.text_encoder_config, config.text_encoder))
+        return stages
 
     def __init__(self, config: TextToImageConfig, dataset):
         super().__init__(config, dataset)
