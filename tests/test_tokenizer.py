@@ -2,8 +2,8 @@
 
 import gzip
 import json
-import zipfile
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
