@@ -102,3 +102,20 @@ class TrainingTask:
         """Model card fields for a run of `config` (a TrainingConfig): ``pipeline_tag``, ``tags``, ``title``,
         ``description``, ``usage`` (code; MODEL_DIR stands for the folder or repo id), ``limitations``."""
         return {}
+
+
+def conditioning_classes(config, dataset) -> int | None:
+    """The number of classes a class-conditional task conditions on, or None for an unconditional one.
+
+    `config` has ``class_conditional`` and ``num_classes`` (None: the dataset's); a conditional task needs a
+    dataset with ``class_labels`` and a known class count.
+    """
+    if not config.class_conditional:
+        return None
+    num_classes = config.num_classes or getattr(dataset, "num_classes", None)
+    if "class_labels" not in dataset[0] or num_classes is None:
+        raise ValueError(
+            "`model.class_conditional` needs a dataset with `class_labels` and a known number of classes "
+            "(mnist, digits); set `model.class_conditional=false` for unconditional training."
+        )
+    return num_classes

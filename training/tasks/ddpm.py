@@ -15,7 +15,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, UNet2DModel
 
 from ...pipelines.pixel_diffusion import PixelDiffusionPipeline
-from .base import TaskConfig, TrainingTask
+from .base import TaskConfig, TrainingTask, conditioning_classes
 from .diffusion import (
     NoiseSchedule,
     PredictionType,
@@ -91,14 +91,7 @@ class DDPMTask(TrainingTask):
     def __init__(self, config: DDPMConfig, dataset):
         super().__init__(config, dataset)
         example = dataset[0]
-        self.num_classes = None
-        if config.class_conditional:
-            self.num_classes = config.num_classes or getattr(dataset, "num_classes", None)
-            if "class_labels" not in example or self.num_classes is None:
-                raise ValueError(
-                    "`model.class_conditional` needs a dataset with `class_labels` and a known number of classes "
-                    "(mnist, digits); set `model.class_conditional=false` for unconditional training."
-                )
+        self.num_classes = conditioning_classes(config, dataset)
         channels, height, width = example["pixel_values"].shape
         if height != width or height % 2 ** (len(config.block_out_channels) - 1):
             raise ValueError(

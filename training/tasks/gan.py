@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ...models.gan import Discriminator, Generator
 from ...pipelines.gan import GANPipeline
-from .base import TaskConfig, TrainingTask
+from .base import TaskConfig, TrainingTask, conditioning_classes
 
 GANLoss = Literal["non_saturating", "hinge"]
 
@@ -86,14 +86,7 @@ class GANTask(TrainingTask):
     def __init__(self, config: GANConfig, dataset):
         super().__init__(config, dataset)
         example = dataset[0]
-        self.num_classes = None
-        if config.class_conditional:
-            self.num_classes = config.num_classes or getattr(dataset, "num_classes", None)
-            if "class_labels" not in example or self.num_classes is None:
-                raise ValueError(
-                    "`model.class_conditional` needs a dataset with `class_labels` and a known number of classes "
-                    "(mnist, digits); set `model.class_conditional=false` for unconditional training."
-                )
+        self.num_classes = conditioning_classes(config, dataset)
         channels, height, width = example["pixel_values"].shape
         if height != width:
             raise ValueError(f"The GAN needs square images, got {height}x{width}.")
