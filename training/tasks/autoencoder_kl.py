@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
+from ...models.autoencoder import kl_divergence
 from .base import TaskConfig, TrainingTask
 
 
@@ -46,11 +47,6 @@ def build_autoencoder_kl(config: AutoencoderKLConfig, in_channels: int, sample_s
         norm_num_groups=config.norm_num_groups,
         sample_size=sample_size,
     )
-
-
-def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, I)) per sample, summed over latent dimensions: (B, C, h, w) -> (B,)."""
-    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)
 
 
 @torch.no_grad()
