@@ -3,7 +3,7 @@
     python benchmarks/text_to_image_quality.py --output-dir outputs/t2i-curve --minutes 15 --checkpoint-steps 300 \
         [--per-digit 50] [key=value overrides of configs/text2img-mnist.yaml ...]
 
-Trains `text2img-mnist` (after its VAE stage, which is not counted in the minutes) with a checkpoint every
+Trains `text2img-mnist` (after its VAE and text-encoder stages, not counted in the minutes) with a checkpoint every
 `--checkpoint-steps` steps, then evaluates the EMA weights of every checkpoint with the protocol of
 `latentzoo.evaluation.protocol` (DPM-Solver++ 20 steps, guidance 3) and writes a table and a plot of accuracy
 against training minutes to benchmarks/results/.

@@ -183,6 +183,8 @@ def test_text2img_trains_the_contrastive_stage_first_and_starts_from_it(tmp_path
     for name, tensor in pipe.text_encoder.state_dict().items():
         assert torch.equal(tensor, stage[name]), name
     assert pipe.tokenizer.model_max_length == 16 and pipe.unet.config.cross_attention_dim == 32
+    card = (output_dir / "README.md").read_text()
+    assert f"contrastive stage `{clip_config}`" in card and "frozen" in card
     images = pipe(["the digit 7"], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
     assert len(images) == 1
 

@@ -134,7 +134,8 @@ def test_push_uploads_folder_with_card_and_never_leaks_the_token(trained, monkey
     monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
     main(["push", str(trained), "someone/tiny-text2img"])
     assert calls["create"] == "someone/tiny-text2img"
-    assert calls["upload"][0] == str(trained) and "checkpoints/*" in calls["upload"][2]
+    assert calls["upload"][0] == str(trained)
+    assert {"checkpoints/*", "stages/*"} <= set(calls["upload"][2])
     assert ModelCard.load(trained / "README.md").text.count("someone/tiny-text2img") >= 1
 
     captured = capsys.readouterr()
@@ -142,6 +143,27 @@ def test_push_uploads_folder_with_card_and_never_leaks_the_token(trained, monkey
     for path in trained.rglob("*"):
         if path.is_file():
             assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_quickstart_trains_every_stage_inside_its_output_dir(tmp_path, monkeypatch):
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(config):
+        seen["config"] = config
+        raise Stop
+
+    monkeypatch.setattr("latentzoo.training.trainer.train", fake_train)
+    with pytest.raises(Stop):
+        main(["quickstart", "--output-dir", str(tmp_path / "run"), "train_batch_size=8"])
+    config = seen["config"]
+    assert config.output_dir == str(tmp_path / "run") and config.train_batch_size == 8
+    # The default recipe: VAE and contrastive text-encoder stages, both re-rooted under --output-dir.
+    assert config.model.vae == str(tmp_path / "run" / "vae")
+    assert config.model.text_encoder == str(tmp_path / "run" / "stages" / "text_encoder")
+    assert config.model.text_encoder_config == "clip_text-mnist" and config.model.vae_config
 
 
 def test_push_refuses_a_folder_without_a_model(tmp_path):

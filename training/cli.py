@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -123,8 +124,14 @@ def _quickstart(args: argparse.Namespace) -> None:
     from .trainer import train
 
     output_dir = Path(args.output_dir)
-    overrides = [f"output_dir={output_dir}", f"model.vae={output_dir / 'vae'}", *args.overrides]
-    config = _load_config_or_exit(args.config, overrides)
+    preset = _load_config_or_exit(args.config, args.overrides)
+    # Stage folders the preset keeps inside its own output_dir (model.vae, model.text_encoder) follow --output-dir.
+    moved = [f"output_dir={output_dir}"]
+    for field in dataclasses.fields(preset.model):
+        value = getattr(preset.model, field.name)
+        if isinstance(value, str) and Path(value).is_relative_to(preset.output_dir):
+            moved.append(f"model.{field.name}={output_dir / Path(value).relative_to(preset.output_dir)}")
+    config = _load_config_or_exit(args.config, [*args.overrides, *moved])
     train(config)
 
     pipeline = _load_pipeline(str(output_dir), args.sampler)
@@ -166,7 +173,9 @@ def _push(args: argparse.Namespace) -> None:
         folder_path=str(model_dir),
         repo_id=args.repo_id,
         commit_message=args.commit_message,
-        ignore_patterns=["checkpoints/*", "logs/*", "**/.tmp-*"],
+        # Stage folders (stages/: the contrastive text encoder before fine-tuning) are inputs of training, not
+        # part of the pipeline.
+        ignore_patterns=["checkpoints/*", "logs/*", "stages/*", "**/.tmp-*"],
     )
     print(f"Pushed {model_dir} to {url}")
 

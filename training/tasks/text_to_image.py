@@ -317,6 +317,18 @@ class TextToImageTask(TrainingTask):
     @classmethod
     def card_info(cls, config):
         model = config.model
+        if model.text_encoder is None:
+            text_encoder = "trained jointly with the UNet from scratch"
+        else:
+            origin = (
+                f"pretrained from scratch by the CLIP-style contrastive stage `{model.text_encoder_config}` on "
+                "(image, caption) pairs"
+                if model.text_encoder_config is not None
+                else f"loaded from `{model.text_encoder}`"
+            )
+            text_encoder = (
+                f"{origin}, {'then fine-tuned with the UNet' if model.train_text_encoder else 'frozen'}"
+            )
         return {
             "title": "Text-to-image latent diffusion, trained from scratch",
             "pipeline_tag": "text-to-image",
@@ -324,7 +336,7 @@ class TextToImageTask(TrainingTask):
             "description": (
                 "A `LatentTextToImagePipeline`: a small `AutoencoderKL` latent space, a `UNet2DConditionModel` "
                 f"conditioned by {model.conditioning.replace('_', '-')} on a `CLIPTextModel` "
-                f"({'trained jointly from scratch' if model.text_encoder is None else model.text_encoder}) with "
+                f"({text_encoder}) with "
                 f"CLIP's BPE tokenizer; {model.noise_schedule} noise schedule, {model.prediction_type} prediction, "
                 f"{model.caption_dropout:.0%} caption dropout for classifier-free guidance."
             ),
