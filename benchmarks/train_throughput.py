@@ -8,7 +8,7 @@ at 32x32, batch 64, the grayscale digits repeated to the config's 3 channels as 
 
 Reports s/step and img/s for: a bare fp32 loop; the Trainer at equal settings (fp32, no EMA); the Trainer with
 its fastest settings (bf16 autocast); the achieved FLOP/s (torch.utils.flop_counter counts one step) against this
-CPU's measured matmul peak; and a quality check: the loss of 60 steps fp32 vs bf16 from the same seed.
+CPU's measured matmul peak; where a step's time goes (torch.profiler, by op group); and a quality check: the loss of 60 steps fp32 vs bf16 from the same seed.
 """
 
 from __future__ import annotations
@@ -145,6 +145,48 @@ def step_flops(unet_json: Path, batch_size: int = 64) -> int:
     return counter.get_total_flops()
 
 
+# Op groups of the time breakdown, matched against torch.profiler's aten op names.
+OP_GROUPS = {
+    "attention (scaled_dot_product / softmax / bmm)": ("scaled_dot_product", "softmax", "bmm"),
+    "convolution": ("convolution",),
+    "group norm": ("group_norm",),
+    "matmul (linear layers)": ("aten::mm", "aten::addmm"),
+}
+
+
+def time_breakdown(unet_json: Path, bf16: bool, batch_size: int = 64, steps: int = 2) -> dict[str, float]:
+    """Share of one training step's self CPU time per op group (torch.profiler, after one warm-up step)."""
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    unet = unet_from_json(unet_json)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    pixel_values = torch.randn(batch_size, unet.config.in_channels, 32, 32)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = ddpm_loss(unet, scheduler, pixel_values)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    with profile() as profiler:
+        for _ in range(steps):
+            step()
+    events = profiler.key_averages()
+    total = sum(event.self_cpu_time_total for event in events)
+    shares = dict.fromkeys([*OP_GROUPS, "everything else"], 0.0)
+    for event in events:
+        group = next(
+            (name for name, keys in OP_GROUPS.items() if any(key in event.key for key in keys)),
+            "everything else",
+        )
+        shares[group] += event.self_cpu_time_total / total
+    return shares
+
+
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(2):
@@ -221,6 +263,21 @@ def main(argv=None):
         )
     overhead = trainer_fp32 / bare - 1
     lines += ["", f"Trainer overhead over the bare loop at equal settings: {overhead:+.1%} (target <= 5%)."]
+
+    breakdown = {
+        precision: time_breakdown(args.config, precision == "bf16") for precision in ("fp32", "bf16")
+    }
+    lines += [
+        "",
+        "Where a step's time goes (torch.profiler, self CPU time of a bare step, batch 64, 2 steps after a warm-up):",
+        "",
+        "| op group | fp32 | bf16 autocast |",
+        "|---|---|---|",
+        *(
+            f"| {group} | {breakdown['fp32'][group]:.0%} | {breakdown['bf16'][group]:.0%} |"
+            for group in breakdown["fp32"]
+        ),
+    ]
 
     if args.quality_steps:
         _, fp32 = trainer_run(
