@@ -166,6 +166,21 @@ def test_quickstart_trains_every_stage_inside_its_output_dir(tmp_path, monkeypat
     assert config.model.text_encoder_config == "clip_text-mnist" and config.model.vae_config
 
 
+def test_evaluate_passes_the_protocol_options_and_writes_metrics(trained, monkeypatch):
+    seen = {}
+
+    def fake_evaluate(pipeline, **kwargs):
+        seen.update(kwargs, scheduler=type(pipeline.scheduler).__name__)
+        return {"metrics": {"prompt accuracy": 0.5}, "protocol": "fake"}
+
+    monkeypatch.setattr("latentzoo.evaluation.protocol.evaluate_text_to_image", fake_evaluate)
+    main(["evaluate", str(trained), "--per-digit", "3", "--held-out-per-digit", "0", "--sampler", "ddpm"])
+    assert seen["per_digit"] == 3 and seen["held_out_per_digit"] == 0 and seen["num_inference_steps"] == 20
+    assert seen["scheduler"] == "DDPMScheduler"
+    assert json.loads((trained / "metrics.json").read_text())["metrics"] == {"prompt accuracy": 0.5}
+    assert "| prompt accuracy | 0.5 |" in (trained / "README.md").read_text()  # the card shows the metrics
+
+
 def test_push_refuses_a_folder_without_a_model(tmp_path):
     with pytest.raises(SystemExit, match="no saved pipeline"):
         main(["push", str(tmp_path), "someone/x"])

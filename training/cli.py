@@ -100,6 +100,7 @@ def _evaluate_into(model_dir: Path, args: argparse.Namespace) -> dict:
         guidance_scale=args.guidance_scale,
         seed=args.seed,
         reference_images=reference,
+        held_out_per_digit=args.held_out_per_digit,
     )
     report = {"metrics": result["metrics"], "protocol": result["protocol"]}
     (model_dir / "metrics.json").write_text(json.dumps(report, indent=2))
@@ -239,6 +240,12 @@ def _add_sampling_args(parser: argparse.ArgumentParser, per_digit_default: int |
     if per_digit_default is not None:
         parser.add_argument(
             "--per-digit", type=int, default=per_digit_default, help="evaluation samples per digit (0: skip)"
+        )
+        parser.add_argument(
+            "--held-out-per-digit",
+            type=int,
+            default=20,
+            help="samples per digit with phrasings never seen in training (default 20; 0: skip)",
         )
         parser.add_argument("--mnist-test", help="folder of the MNIST test split (IDX) as FID reference")
 
