@@ -178,7 +178,7 @@ def test_evaluate_passes_the_protocol_options_and_writes_metrics(trained, monkey
     assert seen["per_digit"] == 3 and seen["held_out_per_digit"] == 0 and seen["num_inference_steps"] == 20
     assert seen["scheduler"] == "DDPMScheduler"
     assert json.loads((trained / "metrics.json").read_text())["metrics"] == {"prompt accuracy": 0.5}
-    assert "| prompt accuracy | 0.5 |" in (trained / "README.md").read_text()  # the card shows the metrics
+    assert "| prompt accuracy | 0.500 |" in (trained / "README.md").read_text()  # the card shows the metrics
 
 
 def test_push_refuses_a_folder_without_a_model(tmp_path):
