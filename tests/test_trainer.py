@@ -65,6 +65,15 @@ def test_yaml_file_and_overrides_merge(tmp_path):
     assert config.model.latent_channels == 8 and config.model.kl_weight == 1e-4
 
 
+def test_moving_output_dir_moves_the_stage_folders_inside_it():
+    config = load_config("text2img-mnist", ["output_dir=/data/run", "model.vae=/models/my-vae"])
+    assert config.output_dir == "/data/run"
+    assert config.model.text_encoder == "/data/run/stages/text_encoder"  # inside the preset's folder: moved
+    assert config.model.vae == "/models/my-vae"  # overridden explicitly: kept
+    preset = load_config("text2img-mnist", ["seed=1"])
+    assert preset.model.text_encoder == "outputs/text2img-mnist/stages/text_encoder"
+
+
 def test_decaying_lr_schedule_needs_a_step_count(tmp_path):
     config = tiny_config(tmp_path, "max_train_minutes=1", "lr_scheduler=cosine")
     with pytest.raises(ValueError, match=r"lr_scheduler.*max_train_steps"):

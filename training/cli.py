@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -125,15 +124,8 @@ def _quickstart(args: argparse.Namespace) -> None:
     from .trainer import train
 
     output_dir = Path(args.output_dir)
-    preset = _load_config_or_exit(args.config, args.overrides)
-    # Stage folders the preset keeps inside its own output_dir (model.vae, model.text_encoder) follow --output-dir.
-    moved = [f"output_dir={output_dir}"]
-    for field in dataclasses.fields(preset.model):
-        value = getattr(preset.model, field.name)
-        if isinstance(value, str) and Path(value).is_relative_to(preset.output_dir):
-            moved.append(f"model.{field.name}={output_dir / Path(value).relative_to(preset.output_dir)}")
-    config = _load_config_or_exit(args.config, [*args.overrides, *moved])
-    train(config)
+    # Stage folders inside the preset's output_dir (vae/, stages/text_encoder/) move with it (`load_config`).
+    train(_load_config_or_exit(args.config, [*args.overrides, f"output_dir={output_dir}"]))
 
     pipeline = _load_pipeline(str(output_dir), args.sampler)
     grid = _generate_grid(pipeline, list(QUICKSTART_PROMPTS), 8, args.steps, args.guidance_scale, args.seed)

@@ -234,9 +234,25 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ValueError(f"Config {str(path)!r} is neither a file nor a preset; presets: {available}.")
 
 
+def _move_stage_folders(preset: dict[str, Any], values: dict[str, Any]) -> None:
+    """Re-root, in `values`, the model paths `preset` keeps under its output_dir when `values` moved output_dir."""
+    old_root, new_root = preset.get("output_dir"), values.get("output_dir")
+    if not isinstance(old_root, str) or not isinstance(new_root, str) or old_root == new_root:
+        return
+    preset_model, model = preset.get("model") or {}, values.get("model")
+    if not isinstance(preset_model, dict) or not isinstance(model, dict):
+        return
+    values["model"] = model = dict(model)
+    for key, value in preset_model.items():
+        if isinstance(value, str) and model.get(key) == value and Path(value).is_relative_to(old_root):
+            model[key] = str(Path(new_root) / Path(value).relative_to(old_root))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainingConfig:
     """Load a YAML config (a file or a preset name), apply overrides, and check it completely.
 
+    When the overrides move ``output_dir``, the stage folders the file keeps inside its own output_dir
+    (``model.vae``, ``model.text_encoder``, ...) move with it, unless they are overridden too.
     The returned config's ``model`` is an instance of the task's own config dataclass.
     """
     from .tasks import get_task_class
@@ -248,7 +264,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         if not isinstance(values, dict):
             raise ValueError(f"Config file {path} must hold a mapping at the top level.")
     if overrides:
+        preset = values
         values = _merge(values, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+        _move_stage_folders(preset, values)
     model_values = values.pop("model", None) or {}
     config = build_dataclass(TrainingConfig, values)
     task_class = get_task_class(config.task)
