@@ -326,6 +326,10 @@ def test_trainer_trains_ddpm_digits_and_saves_a_loadable_pipeline(tmp_path):
     assert "PixelDiffusionPipeline" in (tmp_path / "README.md").read_text()
     pipeline = load_pipeline(tmp_path, sampler="ddim")
     assert pipeline.unet.config.num_class_embeds == 11  # 10 digits + the null class
+    # Trained with x̂_0 clipping (pixels); DDIM drops it (it clips x̂_0 but not ε), the DDPM sampler keeps it.
+    assert pipeline.scheduler.config.clip_sample is False
+    assert pipeline.scheduler.config.prediction_type == "v_prediction"
+    assert load_pipeline(tmp_path, sampler="ddpm").scheduler.config.clip_sample is True
     images = pipeline(
         class_labels=[3], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
     ).images
