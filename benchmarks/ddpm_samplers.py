@@ -109,6 +109,7 @@ def main():
                 "sampler": SAMPLER_NAMES.get(sampler, sampler),
                 "steps": int(steps),
                 "scheduler_config": overrides,
+                "clip_sample": pipeline.scheduler.config.get("clip_sample"),
                 "guidance_scale": args.guidance_scale,
                 "num_samples": len(images),
                 "class_accuracy": accuracy,
