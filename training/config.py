@@ -69,6 +69,9 @@ class TrainingConfig:
     mixed_precision: MixedPrecision = "no"
     # torch.compile through Accelerate's dynamo plugin; pays a compile cost at start.
     torch_compile: bool = False
+    # CPU, Linux/glibc: keep freed memory in the process instead of page-faulting each step's activations in afresh
+    # (training/cpu_memory.py; measured in benchmarks/results/train_throughput.md). Process-wide; more resident memory.
+    retain_cpu_memory: bool = False
 
     # Exponential moving average of the weights (diffusers' EMAModel); validation and the saved pipeline use it.
     use_ema: bool = False

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..data import load_dataset
 from .config import TrainingConfig, config_to_dict
+from .cpu_memory import retain_freed_memory
 from .model_card import write_model_card
 from .tasks import TrainingTask, get_task_class
 
@@ -125,6 +126,11 @@ class Trainer:
             f"mixed precision {accelerator.mixed_precision}",
             main_process_only=True,
         )
+
+        if cfg.retain_cpu_memory and accelerator.device.type == "cpu" and not retain_freed_memory():
+            logger.warning(
+                "retain_cpu_memory: this C library has no glibc mallopt; allocation is left as it is."
+            )
 
         # Identical initialisation on every process; then per-process noise (DDP broadcasts rank 0's weights anyway).
         set_seed(cfg.seed)
