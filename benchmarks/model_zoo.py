@@ -147,7 +147,8 @@ def main() -> None:
         if not (run / "model_index.json").is_file():
             print(f"skipping {preset}: no pipeline in {run}")
             continue
-        pipeline = load_pipeline(str(run), sampler="dpm++")
+        # Diffusion pipelines sample with DPM-Solver++; the others have no scheduler.
+        pipeline = load_pipeline(str(run), sampler="dpm++" if (run / "scheduler").is_dir() else None)
         pipeline.set_progress_bar_config(disable=True)
         start = time.perf_counter()
         images, digits = sample(pipeline, args.num_samples, args.seed, args.batch_size)
@@ -174,8 +175,8 @@ def main() -> None:
         "",
         f"`python benchmarks/model_zoo.py --runs RUNS --num-samples {args.num_samples}` — {time.strftime('%Y-%m-%d')}, "
         f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}. Each preset trained with "
-        "its own `max_train_minutes` (at most 15) on this 2-core CPU, one run at a time; minutes include every stage "
-        f"the model needed. {args.num_samples} samples per row, seeds {args.seed}..{args.seed + args.num_samples - 1}, "
+        "its own budget (`max_train_minutes` of at most 15, or fewer epochs) on this 2-core CPU; minutes and steps are "
+        f"the runs' own `train_state.json`, summed over every stage the model needed. {args.num_samples} samples per row, seeds {args.seed}..{args.seed + args.num_samples - 1}, "
         "one generator per image; conditional models are asked for the ten digits in turn. Diffusion: 20 "
         "DPM-Solver++ steps, guidance 3. judge-FID against held-out validation digits"
         + (
