@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from latentzoo.data import load_dataset
-from latentzoo.evaluation import fid_report, load_judge
+from latentzoo.evaluation import class_coverage, fid_report, load_judge
 from latentzoo.pipelines import GANPipeline
 from latentzoo.training.trainer import make_image_grid
 
@@ -41,17 +41,6 @@ def sample(
     kwargs = {"batch_size": count} if labels is None else {"class_labels": labels}
     images = pipe(**kwargs, truncation=truncation, generator=generators, output_type="pt").images * 2 - 1
     return images, labels
-
-
-def coverage(predicted: torch.Tensor) -> dict:
-    share = torch.bincount(predicted, minlength=10).double() / len(predicted)
-    nonzero = share[share > 0]
-    return {
-        "histogram": [round(s, 3) for s in share.tolist()],
-        "classes_covered": int((share >= 0.01).sum()),
-        "entropy": float(-(nonzero * nonzero.log()).sum() / torch.log(torch.tensor(10.0))) + 0.0,
-        "largest_share": float(share.max()),
-    }
 
 
 def main() -> None:
@@ -84,7 +73,7 @@ def main() -> None:
                 "run": name,
                 "truncation": truncation,
                 **fid_report(judge, images, reference, seed=args.seed),
-                **coverage(predicted),
+                **class_coverage(predicted),
             }
             if labels is not None:
                 row["label_accuracy"] = float((predicted == labels).float().mean())

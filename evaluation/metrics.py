@@ -84,6 +84,30 @@ def fid_report(judge: Judge, images, reference_images, seed: int = 0) -> dict:
     }
 
 
+def class_coverage(predicted, num_classes: int = 10, min_share: float = 0.01) -> dict:
+    """How evenly generated images spread over the classes the judge reads in them: mode collapse in numbers.
+
+    Args:
+        predicted: (N,) int class indices (the judge's readings of N samples).
+    Returns:
+        `histogram` (share per class), `classes_covered` (classes holding at least `min_share` of the samples),
+        `entropy` (of the histogram, over log(num_classes): 1 uniform, 0 one class) and `largest_share`.
+    """
+    predicted = torch.as_tensor(predicted)
+    if predicted.ndim != 1 or predicted.numel() == 0 or predicted.is_floating_point():
+        raise ValueError(
+            f"`predicted` must be a non-empty 1-D tensor of class indices, got {tuple(predicted.shape)}."
+        )
+    share = torch.bincount(predicted.long().cpu(), minlength=num_classes).double() / predicted.numel()
+    nonzero = share[share > 0]
+    return {
+        "histogram": [round(value, 4) for value in share.tolist()],
+        "classes_covered": int((share >= min_share).sum()),
+        "entropy": float(-(nonzero * nonzero.log()).sum() / np.log(num_classes)) + 0.0,  # + 0.0: never "-0.0"
+        "largest_share": float(share.max()),
+    }
+
+
 def _check_prompts(prompts, num_images: int) -> list[str]:
     if isinstance(prompts, str):
         prompts = [prompts] * num_images

@@ -11,6 +11,7 @@ from latentzoo.data import caption_for, load_dataset, measure_attributes
 from latentzoo.evaluation import (
     Judge,
     attribute_accuracy,
+    class_coverage,
     fid_report,
     frechet_distance,
     judge_accuracy,
@@ -217,3 +218,16 @@ def test_load_mnist_idx_reads_idx_files(tmp_path):
     assert torch.all(pixel_values[:, :, :2] == -1)
     with pytest.raises(FileNotFoundError, match="train-images"):
         load_mnist_idx(tmp_path, prefix="train")
+
+
+def test_class_coverage_measures_mode_collapse():
+    uniform = class_coverage(torch.arange(100) % 10)
+    assert uniform["classes_covered"] == 10 and uniform["entropy"] == pytest.approx(1.0)
+    assert uniform["largest_share"] == pytest.approx(0.1) and sum(uniform["histogram"]) == pytest.approx(1.0)
+    collapsed = class_coverage(torch.full((50,), 7))
+    assert collapsed["classes_covered"] == 1 and collapsed["largest_share"] == 1.0
+    assert str(collapsed["entropy"]) == "0.0"  # not "-0.0"
+    # One stray sample in 200 (0.5%) does not count as covering its class.
+    assert class_coverage(torch.tensor([3] * 199 + [4]))["classes_covered"] == 1
+    with pytest.raises(ValueError, match="predicted"):
+        class_coverage(torch.rand(10))

@@ -20,7 +20,6 @@ number of covered classes and normalised entropy, so mode collapse shows while i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -171,7 +170,10 @@ class GANTask(TrainingTask):
         histogram's entropy over log(10) (1: uniform; 0: one class); class-conditional: label accuracy too."""
         if not self.judged:
             return {}
-        from ...evaluation import load_judge  # the judge trains once (about a minute) when it is not cached
+        from ...evaluation import (  # the judge trains once (about a minute) when it is not cached
+            class_coverage,
+            load_judge,
+        )
 
         if self._judge is None:
             self._judge = load_judge()
@@ -180,13 +182,11 @@ class GANTask(TrainingTask):
         size = {"batch_size": n} if labels is None else {"class_labels": labels}
         images = pipeline(**size, generator=generator, output_type="pt").images * 2 - 1  # [-1, 1]
         predicted = self._judge.predict(images.cpu())  # (N,)
-        counts = torch.bincount(predicted, minlength=10).double()
-        share = counts / counts.sum()
-        entropy = -(share[share > 0] * share[share > 0].log()).sum() / math.log(10)
+        coverage = class_coverage(predicted)
         metrics = {
             "judge/predicted_class": predicted.float(),
-            "judge/classes_covered": float((share >= 0.01).sum()),
-            "judge/class_entropy": float(entropy) + 0.0,  # + 0.0: no "-0.0" for one class
+            "judge/classes_covered": float(coverage["classes_covered"]),
+            "judge/class_entropy": coverage["entropy"],
         }
         if labels is not None:
             metrics["judge/label_accuracy"] = float((predicted == torch.tensor(labels)).float().mean())
