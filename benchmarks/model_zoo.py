@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from latentzoo.data import load_dataset, parse_digit
-from latentzoo.evaluation import fid_report, load_judge
+from latentzoo.evaluation import class_coverage, fid_report, load_judge
 from latentzoo.evaluation.protocol import generate, text_to_image_prompts
 from latentzoo.pipelines import (
     AutoencoderPipeline,
@@ -114,16 +114,6 @@ def training_minutes(run: Path) -> tuple[float, int]:
     return sum(s["elapsed_seconds"] for s in loaded) / 60, sum(s["global_step"] for s in loaded)
 
 
-def coverage(predicted: torch.Tensor) -> dict:
-    share = torch.bincount(predicted, minlength=10).double() / len(predicted)
-    nonzero = share[share > 0]
-    return {
-        "classes_covered": int((share >= 0.01).sum()),
-        "class_entropy": float(-(nonzero * nonzero.log()).sum() / torch.log(torch.tensor(10.0))) + 0.0,
-        "largest_class_share": float(share.max()),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -155,13 +145,17 @@ def main() -> None:
         seconds = time.perf_counter() - start
         predicted = judge.predict(images)
         minutes, steps = training_minutes(run)
+        coverage = class_coverage(predicted)
         row = {
             "preset": preset,
             "model": name,
             "training_minutes": round(minutes, 1),
             "training_steps": steps,
             **fid_report(judge, images, reference, seed=args.seed),
-            **coverage(predicted),
+            "classes_covered": coverage["classes_covered"],
+            "class_entropy": coverage["entropy"],
+            "largest_class_share": coverage["largest_share"],
+            "class_histogram": coverage["histogram"],
             "label_accuracy": None if digits is None else float((predicted == digits).float().mean()),
             "seconds_per_image": seconds / len(images),
             "num_generated": len(images),
