@@ -163,19 +163,25 @@ def _check_latents(latents, latent_dim: int) -> None:
         )
 
 
+def check_resolution_blocks(sample_size: int, block_out_channels, example: tuple[int, ...]) -> None:
+    """Each block halves (encoder, discriminator) or doubles (decoder, generator) the resolution: `sample_size` must
+    survive len(block_out_channels) halvings. `example` is a valid `block_out_channels` to name in the error."""
+    if not block_out_channels:
+        raise ValueError(f"`block_out_channels` must name at least one block, e.g. {tuple(example)}.")
+    factor = 2 ** len(block_out_channels)
+    if sample_size % factor != 0:
+        raise ValueError(
+            f"`sample_size`={sample_size} must be divisible by 2 ** len(block_out_channels) = {factor} (each block "
+            f"halves or doubles the resolution): use fewer blocks or a sample_size that is a multiple of {factor}."
+        )
+
+
 def _check_architecture(in_channels, sample_size, latent_dim, block_out_channels, reconstruction_loss_kind):
     if latent_dim < 1:
         raise ValueError(
             f"`latent_dim` must be a positive int (2 for a plottable latent space), got {latent_dim}."
         )
-    if not block_out_channels:
-        raise ValueError("`block_out_channels` must name at least one block, e.g. (32, 64).")
-    factor = 2 ** len(block_out_channels)
-    if sample_size % factor != 0:
-        raise ValueError(
-            f"`sample_size`={sample_size} must be divisible by 2 ** len(block_out_channels) = {factor} "
-            f"(each block halves the resolution): use fewer blocks or a sample_size that is a multiple of {factor}."
-        )
+    check_resolution_blocks(sample_size, block_out_channels, example=(32, 64))
     if in_channels < 1:
         raise ValueError(f"`in_channels` must be a positive int, got {in_channels}.")
     if reconstruction_loss_kind not in RECONSTRUCTION_LOSSES:

@@ -23,20 +23,15 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from .autoencoder import check_resolution_blocks
+
 __all__ = ["ConfigMixin", "Discriminator", "Generator", "ModelMixin"]
 
 
 def _check_architecture(
     sample_size: int, channels: int, block_out_channels: Sequence[int], num_classes
 ) -> None:
-    if not block_out_channels:
-        raise ValueError("`block_out_channels` must name at least one block, e.g. (128, 64, 32).")
-    factor = 2 ** len(block_out_channels)
-    if sample_size % factor != 0:
-        raise ValueError(
-            f"`sample_size`={sample_size} must be divisible by 2 ** len(block_out_channels) = {factor} (each block "
-            f"changes the resolution by 2): use fewer blocks or a sample_size that is a multiple of {factor}."
-        )
+    check_resolution_blocks(sample_size, block_out_channels, example=(128, 64, 32))
     if channels < 1:
         raise ValueError(f"The number of image channels must be a positive int, got {channels}.")
     if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 1):
