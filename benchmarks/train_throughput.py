@@ -44,6 +44,14 @@ def unet_from_json(path: Path) -> UNet2DModel:
     return UNet2DModel(**config)
 
 
+def bare_setup(unet_json: Path):
+    """The bare loop's seeded model, the example's linear DDPM schedule, and AdamW."""
+    torch.manual_seed(0)
+    unet = unet_from_json(unet_json)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    return unet, scheduler, torch.optim.AdamW(unet.parameters(), lr=1e-4)
+
+
 def ddpm_loss(unet, scheduler, pixel_values):
     """The example's step: eps-prediction MSE at a uniformly drawn timestep."""
     noise = torch.randn_like(pixel_values)
@@ -94,10 +102,7 @@ def seconds_per_step(times: list[float], warmup: int) -> float:
 
 
 def bare_loop(unet_json: Path, steps: int, warmup: int, batch_size: int = 64) -> float:
-    torch.manual_seed(0)
-    unet = unet_from_json(unet_json)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    unet, scheduler, optimizer = bare_setup(unet_json)
     data = load_dataset("mnist").pixel_values
     channels = unet.config.in_channels
     times = []
@@ -138,9 +143,7 @@ def trainer_run(unet_json: Path, steps: int, warmup: int, output_dir: Path, **se
 
 
 def step_flops(unet_json: Path, batch_size: int = 64) -> int:
-    torch.manual_seed(0)
-    unet = unet_from_json(unet_json)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    unet, scheduler, _ = bare_setup(unet_json)
     pixel_values = torch.randn(batch_size, unet.config.in_channels, 32, 32)
     with FlopCounterMode(display=False) as counter:
         ddpm_loss(unet, scheduler, pixel_values).backward()
@@ -160,10 +163,7 @@ def time_breakdown(unet_json: Path, bf16: bool, batch_size: int = 64, steps: int
     """Share of one training step's self CPU time per op group (torch.profiler, after one warm-up step)."""
     from torch.profiler import profile
 
-    torch.manual_seed(0)
-    unet = unet_from_json(unet_json)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    unet, scheduler, optimizer = bare_setup(unet_json)
     pixel_values = torch.randn(batch_size, unet.config.in_channels, 32, 32)
 
     def step():
