@@ -27,19 +27,14 @@ import torch.nn.functional as F
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ...data import load_clip_tokenizer
-from .base import TaskConfig, TrainingTask
-from .text_to_image import build_text_encoder
+from .base import TrainingTask
+from .text_to_image import TextTowerConfig, build_text_encoder
 
 
 @dataclass
-class ContrastiveTextConfig(TaskConfig):
-    # Text tower: the names and defaults of text2img's text encoder, so a folder trained here drops into
-    # text2img-mnist.yaml's place. Captions are under 20 tokens; text2img-mnist uses 32 too.
+class ContrastiveTextConfig(TextTowerConfig):
+    # Text tower: text2img's sizes (TextTowerConfig). Captions are under 20 tokens; text2img-mnist uses 32 too.
     max_prompt_length: int = 32
-    text_hidden_size: int = 128
-    text_num_layers: int = 3
-    text_num_heads: int = 4
-    text_intermediate_size: int = 512
 
     # Image tower: one stride-2 3x3 conv block per entry (32x32 → 4x4 with three), global average pool, linear.
     image_block_out_channels: tuple[int, ...] = (32, 64, 128)
@@ -58,17 +53,13 @@ class ContrastiveTextConfig(TaskConfig):
     validation_pairs: int = 256
 
     def __post_init__(self):
+        super().__post_init__()
         if self.initial_temperature <= 0.0:
             raise ValueError(f"`model.initial_temperature` must be positive, got {self.initial_temperature}.")
         if self.max_logit_scale < 1.0 / self.initial_temperature:
             raise ValueError(
                 f"`model.max_logit_scale`={self.max_logit_scale} is below 1 / `model.initial_temperature` "
                 f"({1.0 / self.initial_temperature:.1f}): the temperature would start clipped."
-            )
-        if self.text_hidden_size % self.text_num_heads:
-            raise ValueError(
-                f"`model.text_hidden_size`={self.text_hidden_size} must be divisible by "
-                f"`model.text_num_heads`={self.text_num_heads}."
             )
         if any(c % self.image_norm_num_groups for c in self.image_block_out_channels):
             raise ValueError(

@@ -30,7 +30,25 @@ from .diffusion import (
 
 
 @dataclass
-class TextToImageConfig(TaskConfig):
+class TextTowerConfig(TaskConfig):
+    """Sizes of a small CLIPTextModel trained from scratch (`build_text_encoder`): shared by text2img and clip_text,
+    so a folder the contrastive stage trains drops into text2img's place."""
+
+    text_hidden_size: int = 128
+    text_num_layers: int = 3
+    text_num_heads: int = 4
+    text_intermediate_size: int = 512
+
+    def __post_init__(self):
+        if self.text_hidden_size % self.text_num_heads:
+            raise ValueError(
+                f"`model.text_hidden_size`={self.text_hidden_size} must be divisible by "
+                f"`model.text_num_heads`={self.text_num_heads}."
+            )
+
+
+@dataclass
+class TextToImageConfig(TextTowerConfig):
     # A trained AutoencoderKL (folder or Hub id). When the folder holds no model yet and `vae_config` is set,
     # `latentzoo train` first trains it from that config (stage 1) into this folder.
     vae: str = "outputs/text2img-mnist/vae"
@@ -45,10 +63,6 @@ class TextToImageConfig(TaskConfig):
     train_text_encoder: bool = True
     # Captions here are under 20 tokens; a shorter context makes cross-attention cheaper. CLIP's is 77.
     max_prompt_length: int = 77
-    text_hidden_size: int = 128
-    text_num_layers: int = 3
-    text_num_heads: int = 4
-    text_intermediate_size: int = 512
 
     # Denoiser on (B, latent_channels, h, w) latents.
     block_out_channels: tuple[int, ...] = (64, 128, 128)
@@ -84,6 +98,7 @@ class TextToImageConfig(TaskConfig):
     validation_guidance_scale: float = 3.0
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"`model.caption_dropout` must be in [0, 1), got {self.caption_dropout}.")
         if self.text_encoder_config is not None and self.text_encoder is None:
