@@ -6,10 +6,12 @@ at 32x32, batch 64, the grayscale digits repeated to the config's 3 channels as 
 
     python benchmarks/train_throughput.py [--steps 12] [--config ../shared/bench/unet_small.json]
 
-Reports s/step and img/s for: a bare fp32 loop; the Trainer at equal settings (fp32, no EMA); the Trainer with
-its faster settings (bf16 autocast, torch.compile, `retain_cpu_memory`; the last also beside a bare loop with the
-same allocator setting, since it is process-wide); the achieved FLOP/s (torch.utils.flop_counter counts one step) against this
-CPU's measured matmul peak; where a step's time goes (torch.profiler, by op group); and a quality check: the loss of 60 steps fp32 vs bf16 from the same seed.
+Reports s/step and img/s for: a bare loop and the Trainer at equal settings, alternating (fp32 with diffusers' SDPA
+attention, and bf16 autocast with blockwise attention, the fastest setting); the Trainer's other settings (bf16
+autocast, torch.compile, `attention=blockwise` in fp32, `retain_cpu_memory`, the last beside a bare loop with the
+same allocator setting, since it is process-wide); the achieved FLOP/s (torch.utils.flop_counter counts one step)
+against this CPU's measured matmul peak; where a step's time goes (torch.profiler, by op group); and a quality
+check: the same seed trained fp32 vs the fastest setting, compared on training and held-out validation loss.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from latentzoo.data import load_dataset
+from latentzoo.models.attention import use_blockwise_attention
 from latentzoo.training import Trainer, TrainingConfig
 from latentzoo.training.cpu_memory import retain_freed_memory
 from latentzoo.training.tasks.base import TaskConfig, TrainingTask
@@ -44,10 +47,12 @@ def unet_from_json(path: Path) -> UNet2DModel:
     return UNet2DModel(**config)
 
 
-def bare_setup(unet_json: Path):
+def bare_setup(unet_json: Path, blockwise: bool = False):
     """The bare loop's seeded model, the example's linear DDPM schedule, and AdamW."""
     torch.manual_seed(0)
     unet = unet_from_json(unet_json)
+    if blockwise:
+        use_blockwise_attention(unet)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     return unet, scheduler, torch.optim.AdamW(unet.parameters(), lr=1e-4)
 
@@ -101,15 +106,23 @@ def seconds_per_step(times: list[float], warmup: int) -> float:
     return statistics.median(intervals)
 
 
-def bare_loop(unet_json: Path, steps: int, warmup: int, batch_size: int = 64) -> float:
-    unet, scheduler, optimizer = bare_setup(unet_json)
+def bare_loop(
+    unet_json: Path,
+    steps: int,
+    warmup: int,
+    batch_size: int = 64,
+    bf16: bool = False,
+    blockwise: bool = False,
+) -> float:
+    unet, scheduler, optimizer = bare_setup(unet_json, blockwise)
     data = load_dataset("mnist").pixel_values
     channels = unet.config.in_channels
     times = []
     for _ in range(steps + warmup + 1):
         times.append(time.perf_counter())
         index = torch.randint(0, len(data), (batch_size,))
-        loss = ddpm_loss(unet, scheduler, data[index].expand(-1, channels, -1, -1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = ddpm_loss(unet, scheduler, data[index].expand(-1, channels, -1, -1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
@@ -152,18 +165,25 @@ def step_flops(unet_json: Path, batch_size: int = 64) -> int:
 
 # Op groups of the time breakdown, matched against torch.profiler's aten op names.
 OP_GROUPS = {
-    "attention (scaled_dot_product / softmax / bmm)": ("scaled_dot_product", "softmax", "bmm"),
+    "attention (scaled_dot_product / softmax / bmm)": (
+        "scaled_dot_product",
+        "softmax",
+        "bmm",
+        "blockwise_attention",
+    ),
     "convolution": ("convolution",),
     "group norm": ("group_norm",),
     "matmul (linear layers)": ("aten::mm", "aten::addmm"),
 }
 
 
-def time_breakdown(unet_json: Path, bf16: bool, batch_size: int = 64, steps: int = 2) -> dict[str, float]:
-    """Share of one training step's self CPU time per op group (torch.profiler, after one warm-up step)."""
+def time_breakdown(
+    unet_json: Path, bf16: bool, blockwise: bool = False, batch_size: int = 64, steps: int = 2
+) -> dict[str, float]:
+    """Seconds per training step per op group (torch.profiler self CPU time, after one warm-up step)."""
     from torch.profiler import profile
 
-    unet, scheduler, optimizer = bare_setup(unet_json)
+    unet, scheduler, optimizer = bare_setup(unet_json, blockwise)
     pixel_values = torch.randn(batch_size, unet.config.in_channels, 32, 32)
 
     def step():
@@ -178,15 +198,14 @@ def time_breakdown(unet_json: Path, bf16: bool, batch_size: int = 64, steps: int
         for _ in range(steps):
             step()
     events = profiler.key_averages()
-    total = sum(event.self_cpu_time_total for event in events)
-    shares = dict.fromkeys([*OP_GROUPS, "everything else"], 0.0)
+    seconds = dict.fromkeys([*OP_GROUPS, "everything else"], 0.0)
     for event in events:
         group = next(
             (name for name, keys in OP_GROUPS.items() if any(key in event.key for key in keys)),
             "everything else",
         )
-        shares[group] += event.self_cpu_time_total / total
-    return shares
+        seconds[group] += event.self_cpu_time_total / 1e6 / steps
+    return seconds
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -199,13 +218,40 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
+@torch.no_grad()
+def validation_loss(unet_dir: Path, repeats: int = 4, batch_size: int = 250) -> float:
+    """The DDPM loss of a saved UNet on the held-out mnist validation split: fp32, SDPA, fixed noise and timesteps."""
+    unet = UNet2DModel.from_pretrained(unet_dir).eval()
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    data = load_dataset("mnist", split="validation").pixel_values.expand(-1, unet.config.in_channels, -1, -1)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(repeats):
+        for batch in data.split(batch_size):
+            noise = torch.randn(batch.shape, generator=generator)
+            timesteps = torch.randint(0, 1000, (len(batch),), generator=generator)
+            prediction = unet(scheduler.add_noise(batch, noise, timesteps), timesteps).sample
+            losses.append(F.mse_loss(prediction, noise, reduction="sum").item() / noise[0].numel())
+    return sum(losses) / (repeats * len(data))
+
+
+def alternate(runs: dict[str, callable], rounds: int = 2) -> dict[str, float]:
+    """Best s/step of each run over `rounds` alternating rounds: background load then biases none of them."""
+    best = dict.fromkeys(runs, float("inf"))
+    for round_ in range(rounds):
+        for name, run in runs.items():
+            best[name] = min(best[name], run(round_))
+            print(f"{name}: {best[name]:.3f} s/step", flush=True)
+    return best
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_UNET)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per setting (after warm-up)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument(
-        "--quality-steps", type=int, default=60, help="steps of the fp32-vs-bf16 loss check (0: skip)"
+        "--quality-steps", type=int, default=200, help="steps of the fp32-vs-fastest quality check (0: skip)"
     )
     parser.add_argument("--output", type=Path, default=ROOT / "results" / "train_throughput.md")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/latentzoo-bench"))
@@ -220,53 +266,50 @@ def main(argv=None):
         f"one step = {flops / 1e9:.1f} GFLOP; matmul peak fp32 {peak_fp32 / 1e9:.0f}, bf16 {peak_bf16 / 1e9:.0f} GFLOP/s"
     )
 
-    # Bare loop and Trainer alternate, twice each, and each keeps its faster median: background load on a shared
-    # machine then biases neither.
-    bare = trainer_fp32 = float("inf")
-    for round_ in range(2):
-        bare = min(bare, bare_loop(args.config, args.steps, args.warmup))
-        print(f"bare fp32: {bare:.3f} s/step", flush=True)
-        seconds, _ = trainer_run(args.config, args.steps, args.warmup, args.work_dir / f"fp32-{round_}")
-        trainer_fp32 = min(trainer_fp32, seconds)
-        print(f"Trainer fp32: {trainer_fp32:.3f} s/step", flush=True)
-    rows = [("bare PyTorch loop, fp32", bare), ("Trainer, fp32 (equal settings)", trainer_fp32)]
-    for name, settings in (
-        ("Trainer, bf16 autocast", {"mixed_precision": "bf16"}),
-        ("Trainer, bf16 autocast + torch.compile", {"mixed_precision": "bf16", "torch_compile": True}),
-    ):
-        seconds, _ = trainer_run(
-            args.config, args.steps, args.warmup, args.work_dir / f"fast-{len(rows)}", **settings
-        )
-        rows.append((name, seconds))
-        print(f"{name}: {seconds:.3f} s/step", flush=True)
+    def trainer(name, **settings):
+        return lambda round_: trainer_run(
+            args.config, args.steps, args.warmup, args.work_dir / f"{name}-{round_}", **settings
+        )[0]
 
+    def bare(**settings):
+        return lambda round_: bare_loop(args.config, args.steps, args.warmup, **settings)
+
+    fastest = {"mixed_precision": "bf16", "attention": "blockwise"}
+    # Equal settings, bare loop and Trainer alternating: at fp32 with SDPA and at the fastest setting.
+    timed = alternate(
+        {
+            "bare PyTorch loop, fp32": bare(),
+            "Trainer, fp32 (equal settings)": trainer("fp32"),
+            "bare PyTorch loop, bf16 autocast + blockwise attention": bare(bf16=True, blockwise=True),
+            "Trainer, bf16 autocast + blockwise attention (equal settings)": trainer("fastest", **fastest),
+        }
+    )
+    timed |= alternate(
+        {
+            "Trainer, bf16 autocast": trainer("bf16", mixed_precision="bf16"),
+            "Trainer, bf16 autocast + torch.compile": trainer(
+                "bf16-compile", mixed_precision="bf16", torch_compile=True
+            ),
+            "Trainer, fp32 + blockwise attention": trainer("fp32-blockwise", attention="blockwise"),
+            "Trainer, bf16 autocast + blockwise attention + torch.compile": trainer(
+                "fastest-compile", torch_compile=True, **fastest
+            ),
+        },
+        rounds=1,
+    )
     # Last, because it changes this process's allocator for good: freed memory kept for reuse (retain_cpu_memory).
     retain_freed_memory()
-    bare_retained = trainer_retained = float("inf")
-    for round_ in range(2):
-        bare_retained = min(bare_retained, bare_loop(args.config, args.steps, args.warmup))
-        seconds, _ = trainer_run(
-            args.config, args.steps, args.warmup, args.work_dir / f"retain-{round_}", retain_cpu_memory=True
-        )
-        trainer_retained = min(trainer_retained, seconds)
-        print(f"retained memory: bare {bare_retained:.3f}, Trainer {trainer_retained:.3f} s/step", flush=True)
-    seconds, _ = trainer_run(
-        args.config,
-        args.steps,
-        args.warmup,
-        args.work_dir / "retain-bf16",
-        mixed_precision="bf16",
-        retain_cpu_memory=True,
+    retained = alternate(
+        {
+            "bare PyTorch loop, fp32, freed memory retained": bare(),
+            "Trainer, fp32 + `retain_cpu_memory`": trainer("retain", retain_cpu_memory=True),
+        }
     )
-    rows += [
-        ("bare PyTorch loop, fp32, freed memory retained", bare_retained),
-        ("Trainer, fp32 + `retain_cpu_memory`", trainer_retained),
-        ("Trainer, bf16 autocast + `retain_cpu_memory`", seconds),
-    ]
-    print(f"Trainer bf16 + retained memory: {seconds:.3f} s/step", flush=True)
+    timed |= retained
 
     # s/step of diffusers' train_unconditional.py on this model and data, measured on this machine
     example = 1.8
+    bare_fp32 = timed["bare PyTorch loop, fp32"]
     lines = [
         "# Training throughput: Trainer vs bare PyTorch loop",
         "",
@@ -274,60 +317,75 @@ def main(argv=None):
         f"{torch.get_num_threads()} threads, torch {torch.__version__}. Model: `{args.config.name}` "
         f"(UNet2DModel, {sum(p.numel() for p in unet_from_json(args.config).parameters()) / 1e6:.1f} M parameters), "
         "unconditional DDPM step on `mnist` 32x32, batch 64, AdamW, grad-norm clip 1.0; median of "
-        f"{args.steps} steps after {args.warmup} warm-up steps (bare loop and Trainer fp32: the better of two alternating runs). One step = {flops / 1e9:.1f} GFLOP "
+        f"{args.steps} steps after {args.warmup} warm-up steps; the first four rows alternate over two rounds and "
+        f"keep their better one. One step = {flops / 1e9:.1f} GFLOP "
         "(torch.utils.flop_counter, forward + backward). Matmul peak measured here (2048² matmul): "
         f"fp32 {peak_fp32 / 1e9:.0f} GFLOP/s, bf16 {peak_bf16 / 1e9:.0f} GFLOP/s.",
         "",
-        "| setting | s/step | img/s | vs bare loop | vs diffusers example (1.8 s/step) | GFLOP/s | % of peak |",
+        "| setting | s/step | img/s | vs bare fp32 loop | vs diffusers example (1.8 s/step) | GFLOP/s | % of peak |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, seconds in rows:
+    for name, seconds in timed.items():
         peak = peak_bf16 if "bf16" in name else peak_fp32
         achieved = flops / seconds
         lines.append(
-            f"| {name} | {seconds:.3f} | {64 / seconds:.1f} | {bare / seconds:.2f}x | {example / seconds:.2f}x | "
+            f"| {name} | {seconds:.3f} | {64 / seconds:.1f} | {bare_fp32 / seconds:.2f}x | {example / seconds:.2f}x | "
             f"{achieved / 1e9:.0f} | {achieved / peak:.0%} |"
         )
+
+    def overhead(trainer_name, bare_name):
+        return f"{timed[trainer_name] / timed[bare_name] - 1:+.1%}"
+
     lines += [
         "",
-        "Trainer overhead over the bare loop at equal settings: "
-        f"{trainer_fp32 / bare - 1:+.1%} with glibc's default allocator, "
-        f"{trainer_retained / bare_retained - 1:+.1%} with freed memory retained in both (target <= 5%).",
+        "Trainer overhead over the bare loop at equal settings (target <= 5%): "
+        f"{overhead('Trainer, fp32 (equal settings)', 'bare PyTorch loop, fp32')} at fp32, "
+        f"{overhead('Trainer, bf16 autocast + blockwise attention (equal settings)', 'bare PyTorch loop, bf16 autocast + blockwise attention')} "
+        "at bf16 + blockwise attention, "
+        f"{overhead('Trainer, fp32 + `retain_cpu_memory`', 'bare PyTorch loop, fp32, freed memory retained')} at fp32 "
+        "with freed memory retained in both.",
     ]
 
-    breakdown = {
-        precision: time_breakdown(args.config, precision == "bf16") for precision in ("fp32", "bf16")
+    columns = {
+        "fp32": (False, False),
+        "bf16 autocast": (True, False),
+        "bf16 autocast + blockwise attention": (True, True),
     }
+    breakdown = {name: time_breakdown(args.config, *flags) for name, flags in columns.items()}
     lines += [
         "",
-        "Where a step's time goes (torch.profiler, self CPU time of a bare step, batch 64, 2 steps after a warm-up):",
+        "Where a step's time goes (torch.profiler, self CPU seconds per step of the bare loop, batch 64, 2 steps "
+        "after a warm-up; the profiler adds its own overhead):",
         "",
-        "| op group | fp32 | bf16 autocast |",
-        "|---|---|---|",
+        f"| op group | {' | '.join(columns)} |",
+        "|---|" + "---|" * len(columns),
         *(
-            f"| {group} | {breakdown['fp32'][group]:.0%} | {breakdown['bf16'][group]:.0%} |"
+            f"| {group} | " + " | ".join(f"{breakdown[column][group]:.3f}" for column in columns) + " |"
             for group in breakdown["fp32"]
         ),
     ]
 
     if args.quality_steps:
-        _, fp32 = trainer_run(
-            args.config, args.quality_steps, 0, args.work_dir / "q-fp32", learning_rate=3e-4
-        )
-        _, bf16 = trainer_run(
-            args.config,
-            args.quality_steps,
-            0,
-            args.work_dir / "q-bf16",
-            learning_rate=3e-4,
-            mixed_precision="bf16",
-        )
+        losses, held_out = {}, {}
+        for name, settings in (("fp32", {}), ("bf16 autocast + blockwise attention", fastest)):
+            folder = args.work_dir / f"quality-{name.split()[0]}"
+            _, losses[name] = trainer_run(
+                args.config, args.quality_steps, 0, folder, learning_rate=3e-4, **settings
+            )
+            held_out[name] = validation_loss(folder)
         tail = max(1, args.quality_steps // 4)
         lines += [
             "",
-            f"Quality check, same seed and data, lr 3e-4, {args.quality_steps} steps: mean loss of the last {tail} "
-            f"steps fp32 {statistics.mean(fp32[-tail:]):.4f}, bf16 {statistics.mean(bf16[-tail:]):.4f} "
-            f"(first step {fp32[0]:.4f} / {bf16[0]:.4f}).",
+            f"Quality check: {args.quality_steps} steps from the same seed and data (lr 3e-4), then the DDPM loss of "
+            "the saved UNet on the 500 held-out validation digits (fp32, SDPA, 4 fixed noise draws each):",
+            "",
+            f"| setting | first-step loss | mean loss of the last {tail} steps | held-out loss |",
+            "|---|---|---|---|",
+            *(
+                f"| {name} | {losses[name][0]:.4f} | {statistics.mean(losses[name][-tail:]):.4f} | "
+                f"{held_out[name]:.4f} |"
+                for name in losses
+            ),
         ]
     text = "\n".join(lines) + "\n"
     args.output.parent.mkdir(parents=True, exist_ok=True)

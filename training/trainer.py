@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..data import load_dataset
+from ..models.attention import use_blockwise_attention
 from .config import TrainingConfig, config_to_dict
 from .cpu_memory import retain_freed_memory
 from .model_card import write_model_card
@@ -137,6 +138,14 @@ class Trainer:
         self.dataset = load_dataset(cfg.dataset, split="train", **cfg.dataset_kwargs)
         self.task = self.task_class(cfg.model, self.dataset)
         modules = self.task.trainable_modules()
+        if cfg.attention == "blockwise":
+            layers = sum(use_blockwise_attention(module) for module in modules.values())
+            if layers:
+                logger.info(f"attention=blockwise in {layers} attention layers", main_process_only=True)
+            else:
+                logger.warning(
+                    "attention=blockwise: the trained models have no diffusers Attention layer to change."
+                )
         set_seed(cfg.seed, device_specific=True)
         self.task.to(accelerator.device)
         train_data = self.task.train_dataset()
