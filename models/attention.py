@@ -94,7 +94,7 @@ def _blocks(total: int, size: int) -> list[slice]:
     return [slice(start, start + size) for start in range(0, total, size)]
 
 
-def _probabilities(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
+def _probabilities(query: Tensor, key: Tensor, scale: float) -> Tensor:
     scores = torch.baddbmm(
         torch.empty(1, 1, 1, dtype=query.dtype, device=query.device),
         query,
@@ -106,17 +106,17 @@ def _probabilities(query: torch.Tensor, key: torch.Tensor, scale: float) -> torc
 
 
 def blockwise_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
     scale: float | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
-) -> torch.Tensor:
+) -> Tensor:
     """Attention without mask or dropout, as `F.scaled_dot_product_attention(query, key, value, scale=scale)`.
 
     Args:
-        query (`torch.Tensor`): (batch, heads, query_length, head_dim).
-        key, value (`torch.Tensor`): (batch, heads, key_length, head_dim), the same batch, heads and dtype.
+        query (`Tensor`): (batch, heads, query_length, head_dim).
+        key, value (`Tensor`): (batch, heads, key_length, head_dim), the same batch, heads and dtype.
         scale (`float`, *optional*): Multiplies the scores; defaults to `head_dim ** -0.5`.
         block_bytes (`int`): Bytes of scores computed at once; at least one head's (query_length x key_length).
     """
@@ -154,11 +154,11 @@ class BlockwiseAttnProcessor:
     def __call__(
         self,
         attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        temb: Tensor | None = None,
+    ) -> Tensor:
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
