@@ -7,8 +7,8 @@ x 8 heads x 256 x 256) does not fit in cache, and PyTorch's CPU flash-attention 
 matrix blocks. `blockwise_attention` takes as many heads at once as keep their scores within `block_bytes`, runs
 them through `baddbmm` → `softmax` → `bmm`, and recomputes the probabilities in the backward pass instead of
 storing them. Measured on a 2-core AVX-512 CPU: forward + backward of that attention about 2x faster than
-`F.scaled_dot_product_attention` under bf16 (on par in fp32); a whole bf16 training step of that UNet 1.36 →
-1.0 s (benchmarks/results/train_throughput.md).
+`F.scaled_dot_product_attention` under bf16 (on par in fp32); a whole bf16 training step of that UNet through the
+Trainer 1.56 → 1.08 s (benchmarks/results/train_throughput.md).
 
 The arithmetic is that of diffusers' classic `AttnProcessor` (`baddbmm` → `softmax` → `bmm`, scores in the input
 dtype, the softmax accumulated in fp32), so under bf16 autocast the scores are rounded to bf16 where the flash

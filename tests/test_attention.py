@@ -1,11 +1,13 @@
-"""Blockwise attention: the same attention as SDPA (values and gradients), inside diffusers models and the Trainer."""
+"""Blockwise attention: the same attention as SDPA (values and gradients), inside diffusers models.
+
+The Trainer's `attention=blockwise` setting is tested in test_trainer.py."""
 
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+from diffusers import UNet2DConditionModel, UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from latentzoo.models.attention import (
@@ -14,7 +16,6 @@ from latentzoo.models.attention import (
     blockwise_attention,
     use_blockwise_attention,
 )
-from latentzoo.training import Trainer, load_config
 
 
 def qkv(batch=2, heads=3, query_length=10, key_length=10, head_dim=4, dtype=torch.float32, seed=0):
@@ -149,38 +150,3 @@ def test_layers_with_other_processors_are_left_alone():
     first.set_processor(custom)
     assert use_blockwise_attention(pixel) == len(rest)
     assert first.processor is custom
-
-
-def test_trainer_attention_blockwise_changes_the_trained_model_but_not_what_it_saves(tmp_path):
-    config = load_config(
-        None,
-        [
-            "task=autoencoder_kl",
-            "dataset=digits",
-            "train_batch_size=16",
-            "report_to=none",
-            "num_validation_images=4",
-            "model.block_out_channels=[4, 8]",
-            "model.norm_num_groups=4",
-            "model.scaling_samples=64",
-            "max_train_steps=2",
-            "attention=blockwise",
-            f"output_dir={tmp_path}",
-        ],
-    )
-    trainer = Trainer(config)
-    trainer.train()
-    trained = trainer.task.trainable_modules()["vae"]
-    processors = [m.processor for m in trained.modules() if isinstance(m, Attention)]
-    assert processors and all(isinstance(p, BlockwiseAttnProcessor) for p in processors)
-
-    saved = AutoencoderKL.from_pretrained(tmp_path)
-    assert all(type(m.processor) is AttnProcessor2_0 for m in saved.modules() if isinstance(m, Attention))
-    pixels = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(saved(pixels).sample, trained.vae(pixels).sample, atol=1e-5, rtol=1e-4)
-
-
-def test_attention_setting_is_checked_before_training():
-    with pytest.raises(ValueError, match=r"attention.*\['sdpa', 'blockwise'\]"):
-        load_config(None, ["task=autoencoder_kl", "attention=flash"])

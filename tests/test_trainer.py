@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AutoencoderKL
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from safetensors.torch import load_file
 
+from latentzoo.models.attention import BlockwiseAttnProcessor
 from latentzoo.training import Trainer, list_checkpoints, load_config
 from latentzoo.training.tasks.autoencoder_kl import AutoencoderKLTask
 
@@ -46,6 +48,8 @@ def test_unknown_key_names_the_valid_keys():
 def test_bad_values_fail_before_training_naming_the_choices():
     with pytest.raises(ValueError, match=r"mixed_precision.*\['no', 'bf16', 'fp16'\]"):
         load_config(None, ["task=autoencoder_kl", "mixed_precision=fp8"])
+    with pytest.raises(ValueError, match=r"attention.*\['sdpa', 'blockwise'\]"):
+        load_config(None, ["task=autoencoder_kl", "attention=flash"])
     with pytest.raises(ValueError, match=r"reconstruction_loss.*\['l1', 'mse'\]"):
         load_config(None, ["task=autoencoder_kl", "model.reconstruction_loss=huber"])
     with pytest.raises(ValueError, match=r"train_batch_size.*integer|train_batch_size.*int"):
@@ -121,6 +125,20 @@ def test_retain_cpu_memory_is_applied_by_the_trainer_on_cpu(tmp_path, monkeypatc
     assert calls == []
     Trainer(tiny_config(tmp_path / "retain", "max_train_steps=1", "retain_cpu_memory=true")).train()
     assert calls == [1]
+
+
+def test_attention_blockwise_changes_the_trained_model_but_not_what_it_saves(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, "max_train_steps=2", "attention=blockwise"))
+    trainer.train()
+    trained = trainer.task.trainable_modules()["vae"]
+    processors = [m.processor for m in trained.modules() if isinstance(m, Attention)]
+    assert processors and all(isinstance(p, BlockwiseAttnProcessor) for p in processors)
+
+    saved = AutoencoderKL.from_pretrained(tmp_path)
+    assert all(type(m.processor) is AttnProcessor2_0 for m in saved.modules() if isinstance(m, Attention))
+    pixels = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(saved(pixels).sample, trained.vae(pixels).sample, atol=1e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- training
