@@ -317,8 +317,8 @@ def main(argv=None):
         f"{torch.get_num_threads()} threads, torch {torch.__version__}. Model: `{args.config.name}` "
         f"(UNet2DModel, {sum(p.numel() for p in unet_from_json(args.config).parameters()) / 1e6:.1f} M parameters), "
         "unconditional DDPM step on `mnist` 32x32, batch 64, AdamW, grad-norm clip 1.0; median of "
-        f"{args.steps} steps after {args.warmup} warm-up steps; the first four rows alternate over two rounds and "
-        f"keep their better one. One step = {flops / 1e9:.1f} GFLOP "
+        f"{args.steps} steps after {args.warmup} warm-up steps; the first four rows, and the last two, alternate over "
+        f"two rounds and keep their better one. One step = {flops / 1e9:.1f} GFLOP "
         "(torch.utils.flop_counter, forward + backward). Matmul peak measured here (2048² matmul): "
         f"fp32 {peak_fp32 / 1e9:.0f} GFLOP/s, bf16 {peak_bf16 / 1e9:.0f} GFLOP/s.",
         "",
