@@ -74,7 +74,7 @@ class TrainingConfig:
     # (training/cpu_memory.py; measured in benchmarks/results/train_throughput.md). Process-wide; more resident memory.
     retain_cpu_memory: bool = False
     # Attention in the trained models' diffusers `Attention` layers: "sdpa" is diffusers' default processor;
-    # "blockwise" computes a few heads at a time (latentzoo.models.attention), about 2x faster attention under bf16
+    # "blockwise" computes a block of heads at a time (latentzoo.models.attention), about 2x faster attention under bf16
     # on CPU for the short sequences of small UNets (benchmarks/results/train_throughput.md). Saved models keep
     # no trace of it.
     attention: Literal["sdpa", "blockwise"] = "sdpa"

@@ -557,7 +557,8 @@ def _flat_hparams(config: dict, prefix: str = "") -> dict:
 def train(config: TrainingConfig) -> Path:
     """Train `config` after the stages it builds on whose output is missing (text2img's VAE); return output_dir.
 
-    Each stage is its own :class:`Trainer` run in this same launch; stages share the launch's mixed precision.
+    Each stage is its own :class:`Trainer` run in this same launch; stages share the launch's mixed precision and
+    attention setting.
     """
     from .config import load_config
 
@@ -569,6 +570,7 @@ def train(config: TrainingConfig) -> Path:
                 "output_dir": stage_output_dir,
                 "seed": config.seed,
                 "mixed_precision": config.mixed_precision,
+                "attention": config.attention,
                 "report_to": config.report_to,
             },
         )
