@@ -39,7 +39,10 @@ DEFAULT_BLOCK_BYTES = 4 << 20
 # over blocks, and autograd sees a single node.
 @torch.library.custom_op("latentzoo::blockwise_attention", mutates_args=())
 def _attention(query: Tensor, key: Tensor, value: Tensor, scale: float, heads_per_block: int) -> Tensor:
-    """softmax(q kᵀ · scale) v over the flattened (batch x heads) dimension, `heads_per_block` at a time."""
+    """softmax(q kᵀ · scale) v over the flattened (batch x heads) dimension, `heads_per_block` at a time.
+
+    (B·H, Lq, D), (B·H, Lk, D), (B·H, Lk, Dv) → (B·H, Lq, Dv); per block the scores are (heads_per_block, Lq, Lk).
+    """
     output = query.new_empty(*query.shape[:-1], value.shape[-1])
     # The inputs' dtype decides, under autocast too: the backward recomputes the very same probabilities.
     with torch.autocast(query.device.type, enabled=False):
@@ -60,7 +63,7 @@ def _attention_backward(
             probs = _probabilities(query[block], key[block], scale)
             torch.bmm(probs.transpose(1, 2), grad_output[block], out=grad_value[block])
             grad_probs = torch.bmm(grad_output[block], value[block].transpose(1, 2))
-            # d softmax, exactly as autograd differentiates `softmax` (accumulated in fp32 for bf16 inputs).
+            # dS = P ⊙ (dP − rowsum(dP ⊙ P)), exactly as autograd differentiates `softmax` (fp32 accumulation).
             grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
             torch.bmm(grad_scores, key[block], out=grad_query[block]).mul_(scale)
             torch.bmm(grad_scores.transpose(1, 2), query[block], out=grad_key[block]).mul_(scale)
