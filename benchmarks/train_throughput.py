@@ -47,14 +47,18 @@ def unet_from_json(path: Path) -> UNet2DModel:
     return UNet2DModel(**config)
 
 
+def example_scheduler() -> DDPMScheduler:
+    """The example's noise schedule: linear betas over 1,000 steps."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+
+
 def bare_setup(unet_json: Path, blockwise: bool = False):
-    """The bare loop's seeded model, the example's linear DDPM schedule, and AdamW."""
+    """The bare loop's seeded model, the example's schedule, and AdamW."""
     torch.manual_seed(0)
     unet = unet_from_json(unet_json)
     if blockwise:
         use_blockwise_attention(unet)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    return unet, scheduler, torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    return unet, example_scheduler(), torch.optim.AdamW(unet.parameters(), lr=1e-4)
 
 
 def ddpm_loss(unet, scheduler, pixel_values):
@@ -81,7 +85,7 @@ class UnconditionalDDPMBenchTask(TrainingTask):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.unet = unet_from_json(Path(config.unet_json))
-        self.scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+        self.scheduler = example_scheduler()
         self.channels = self.unet.config.in_channels
 
     def trainable_modules(self):
@@ -222,14 +226,16 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
 def validation_loss(unet_dir: Path, repeats: int = 4, batch_size: int = 250) -> float:
     """The DDPM loss of a saved UNet on the held-out mnist validation split: fp32, SDPA, fixed noise and timesteps."""
     unet = UNet2DModel.from_pretrained(unet_dir).eval()
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    scheduler = example_scheduler()
     data = load_dataset("mnist", split="validation").pixel_values.expand(-1, unet.config.in_channels, -1, -1)
     generator = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(repeats):
         for batch in data.split(batch_size):
             noise = torch.randn(batch.shape, generator=generator)
-            timesteps = torch.randint(0, 1000, (len(batch),), generator=generator)
+            timesteps = torch.randint(
+                0, scheduler.config.num_train_timesteps, (len(batch),), generator=generator
+            )
             prediction = unet(scheduler.add_noise(batch, noise, timesteps), timesteps).sample
             losses.append(F.mse_loss(prediction, noise, reduction="sum").item() / noise[0].numel())
     return sum(losses) / (repeats * len(data))
@@ -266,13 +272,13 @@ def main(argv=None):
         f"one step = {flops / 1e9:.1f} GFLOP; matmul peak fp32 {peak_fp32 / 1e9:.0f}, bf16 {peak_bf16 / 1e9:.0f} GFLOP/s"
     )
 
-    def trainer(name, **settings):
+    def trainer(name, config=args.config, steps=args.steps, **settings):
         return lambda round_: trainer_run(
-            args.config, args.steps, args.warmup, args.work_dir / f"{name}-{round_}", **settings
+            config, steps, args.warmup, args.work_dir / f"{name}-{round_}", **settings
         )[0]
 
-    def bare(**settings):
-        return lambda round_: bare_loop(args.config, args.steps, args.warmup, **settings)
+    def bare(config=args.config, steps=args.steps, **settings):
+        return lambda round_: bare_loop(config, steps, args.warmup, **settings)
 
     fastest = {"mixed_precision": "bf16", "attention": "blockwise"}
     # Equal settings, bare loop and Trainer alternating: at fp32 with SDPA and at the fastest setting.
@@ -305,10 +311,8 @@ def main(argv=None):
     tiny_json.write_text(json.dumps(tiny))
     fixed = alternate(
         {
-            "bare": lambda round_: bare_loop(tiny_json, 3 * args.steps, args.warmup),
-            "Trainer": lambda round_: trainer_run(
-                tiny_json, 3 * args.steps, args.warmup, args.work_dir / f"tiny-{round_}"
-            )[0],
+            "bare": bare(tiny_json, 3 * args.steps),
+            "Trainer": trainer("tiny", tiny_json, 3 * args.steps),
         },
         rounds=3,
     )

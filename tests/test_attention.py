@@ -84,25 +84,21 @@ def test_bad_inputs_name_the_argument():
 
 
 def tiny_unets():
+    """A pixel UNet with self-attention at 4x4 and a text UNet with cross-attention, both tiny."""
     torch.manual_seed(0)
+    tiny = {"sample_size": 8, "block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 4}
     pixel = UNet2DModel(
-        sample_size=8,
-        block_out_channels=(8, 16),
         down_block_types=("DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
         attention_head_dim=4,
+        **tiny,
     )
     text = UNet2DConditionModel(
-        sample_size=8,
-        block_out_channels=(8, 16),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
         attention_head_dim=2,
         cross_attention_dim=8,
+        **tiny,
     )
     return pixel, text
 
