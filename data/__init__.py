@@ -17,6 +17,7 @@ from .captions import (
     parse_digit,
 )
 from .datasets import DATASET_NAMES, HubDatasetUnavailableError, ImageDataset, load_dataset
+from .imagefolder import clear_prepared_cache
 from .tokenizer import load_clip_tokenizer
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "HubDatasetUnavailableError",
     "ImageDataset",
     "caption_for",
+    "clear_prepared_cache",
     "load_clip_tokenizer",
     "captions_for",
     "load_dataset",

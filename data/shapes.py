@@ -7,6 +7,7 @@ of `(seed, split, i)`, so a dataset of any length is reproducible and the splits
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,41 @@ class Scene:
         ]
 
 
+def place_centers(
+    rng: np.random.Generator, sizes: Sequence[str], relation: str | None
+) -> list[tuple[float, float]]:
+    """Centres (x, y) for one shape (`relation` None) or two shapes, the first `relation` the second.
+
+    This is how `sample_scene` places its shapes (same draws in the same order), shared with callers that
+    choose the kinds, colours, sizes and relation themselves (e.g. `latentzoo.evaluation.shapes`).
+    """
+    radii = [SIZES[s] for s in sizes]
+    if relation is None:
+        if len(radii) != 1:
+            raise ValueError(f"`sizes` must name one shape when `relation` is None, got {list(sizes)}.")
+        r = radii[0]
+        return [(float(rng.uniform(r, 1 - r)), float(rng.uniform(r, 1 - r)))]
+    if relation not in RELATIONS:
+        raise ValueError(f"`relation` must be one of {list(RELATIONS)} or None, got {relation!r}.")
+    if len(radii) != 2:
+        raise ValueError(f"`sizes` must name two shapes for a relation, got {list(sizes)}.")
+
+    axis = RELATIONS[relation][1]
+    first_is_lower = relation in ("to the left of", "above")  # smaller x / smaller y (rows grow down)
+    # Along `axis` the shapes are apart by more than their radii (no overlap, the relation holds
+    # for every pixel); across it, anywhere. Rejection sampling: at most a few draws.
+    order = 1 if first_is_lower else -1
+    while True:
+        along = [rng.uniform(r, 1 - r) for r in radii]
+        if order * (along[1] - along[0]) >= radii[0] + radii[1] + 0.04:
+            break
+    across = [rng.uniform(r, 1 - r) for r in radii]
+    return [
+        (float(along[k]), float(across[k])) if axis == 0 else (float(across[k]), float(along[k]))
+        for k in range(2)
+    ]
+
+
 def sample_scene(rng: np.random.Generator, two_shape_probability: float = 0.75) -> Scene:
     """Draw a random scene; two shapes never share both kind and colour, so captions are unambiguous."""
 
@@ -75,27 +111,12 @@ def sample_scene(rng: np.random.Generator, two_shape_probability: float = 0.75) 
                 return Shape(kind, color, size, center)
 
     sizes = [list(SIZES)[rng.integers(len(SIZES))] for _ in range(2)]
-    radii = [SIZES[s] for s in sizes]
     if rng.random() >= two_shape_probability:
-        r = radii[0]
-        center = (float(rng.uniform(r, 1 - r)), float(rng.uniform(r, 1 - r)))
+        (center,) = place_centers(rng, sizes[:1], None)
         return Scene((random_shape(center, sizes[0]),), None)
 
     relation = list(RELATIONS)[rng.integers(len(RELATIONS))]
-    axis = RELATIONS[relation][1]
-    first_is_lower = relation in ("to the left of", "above")  # smaller x / smaller y (rows grow down)
-    # Along `axis` the shapes are apart by more than their radii (no overlap, the relation holds
-    # for every pixel); across it, anywhere. Rejection sampling: at most a few draws.
-    order = 1 if first_is_lower else -1
-    while True:
-        along = [rng.uniform(r, 1 - r) for r in radii]
-        if order * (along[1] - along[0]) >= radii[0] + radii[1] + 0.04:
-            break
-    across = [rng.uniform(r, 1 - r) for r in radii]
-    centers = [
-        (float(along[k]), float(across[k])) if axis == 0 else (float(across[k]), float(along[k]))
-        for k in range(2)
-    ]
+    centers = place_centers(rng, sizes, relation)
     a = random_shape(centers[0], sizes[0])
     b = random_shape(centers[1], sizes[1], exclude=(a.kind, a.color))
     return Scene((a, b), relation)

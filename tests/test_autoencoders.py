@@ -18,6 +18,7 @@ from latentzoo.models import (
 )
 from latentzoo.pipelines import AutoencoderPipeline
 from latentzoo.pipelines.loading import load_pipeline
+from latentzoo.training.tasks import Stage
 
 TINY = dict(sample_size=8, latent_dim=4, block_out_channels=(8, 16))
 
@@ -282,7 +283,8 @@ def test_mdn_prior_task_trains_its_autoencoder_first_and_samples_by_class(tmp_pa
             "model.num_components=3",
         ],
     )
-    assert MixtureDensityPriorTask.prerequisites(config.model) == [(str(stage_1), str(tmp_path / "ae"))]
+    (stage,) = MixtureDensityPriorTask.stages(config.model)
+    assert stage == Stage("autoencoder", str(stage_1), str(tmp_path / "ae")) and not stage.trained
     train(config)
     autoencoder = load_pipeline(tmp_path / "ae")
     assert type(autoencoder.prior) is GaussianPrior  # the `autoencoder` task fits one at save time

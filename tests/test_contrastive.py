@@ -13,6 +13,7 @@ from latentzoo.data import load_clip_tokenizer, load_dataset
 from latentzoo.data.captions import mnist_label_words
 from latentzoo.pipelines import LatentTextToImagePipeline
 from latentzoo.training import Trainer, load_config, train
+from latentzoo.training.tasks import Stage
 from latentzoo.training.tasks.contrastive import ContrastiveTextTask, caption_targets, contrastive_loss
 from latentzoo.training.tasks.text_to_image import TextToImageTask
 
@@ -172,12 +173,14 @@ def test_text2img_trains_the_contrastive_stage_first_and_starts_from_it(tmp_path
             "model.train_text_encoder=false",  # frozen: the pipeline must hold the stage's exact weights
         ),
     )
-    assert TextToImageTask.prerequisites(config.model) == [
-        (str(tmp_path / "vae.yaml"), str(tmp_path / "vae")),
-        (str(clip_config), str(tmp_path / "text_encoder")),
+    stages = TextToImageTask.stages(config.model)
+    assert stages == [
+        Stage("vae", str(tmp_path / "vae.yaml"), str(tmp_path / "vae")),
+        Stage("text_encoder", str(clip_config), str(tmp_path / "text_encoder")),
     ]
+    assert not any(stage.trained for stage in stages)
     output_dir = train(config)
-    assert TextToImageTask.prerequisites(config.model) == []
+    assert all(stage.trained for stage in stages)
     pipe = LatentTextToImagePipeline.from_pretrained(output_dir)
     stage = load_file(tmp_path / "text_encoder" / "model.safetensors")
     for name, tensor in pipe.text_encoder.state_dict().items():
@@ -220,8 +223,8 @@ def test_a_pretrained_clip_folder_drops_in_as_the_text_encoder(tmp_path):
         None,
         tiny_text2img_overrides(tmp_path, f"model.text_encoder={folder}", "model.train_text_encoder=false"),
     )
-    assert TextToImageTask.prerequisites(config.model) == [
-        (str(tmp_path / "vae.yaml"), str(tmp_path / "vae"))
+    assert TextToImageTask.stages(config.model) == [
+        Stage("vae", str(tmp_path / "vae.yaml"), str(tmp_path / "vae"))
     ]
     pipe = LatentTextToImagePipeline.from_pretrained(train(config))
     assert pipe.unet.config.cross_attention_dim == 24 and pipe.tokenizer.model_max_length == 20

@@ -13,6 +13,7 @@ from PIL import Image
 from latentzoo.pipelines import LatentTextToImagePipeline
 from latentzoo.training import load_config, train
 from latentzoo.training.cli import main
+from latentzoo.training.tasks import Stage
 from latentzoo.training.tasks.text_to_image import TextToImageTask
 
 FAKE_TOKEN = "hf_latentzooFakeToken0123456789abcdefXYZ"
@@ -61,8 +62,8 @@ def trained(tmp_path_factory):
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     config = load_config(None, tiny_text2img_overrides(tmp_path))
-    assert TextToImageTask.prerequisites(config.model) == [
-        (str(tmp_path / "vae.yaml"), str(tmp_path / "model" / "vae"))
+    assert TextToImageTask.stages(config.model) == [
+        Stage("vae", str(tmp_path / "vae.yaml"), str(tmp_path / "model" / "vae"))
     ]
     output_dir = train(config)
     yield output_dir
@@ -71,7 +72,9 @@ def trained(tmp_path_factory):
 
 def test_both_stages_train_into_a_folder_that_loads_and_generates(trained):
     assert (trained / "vae" / "config.json").is_file()  # stage 1 ran first, into model.vae
-    assert TextToImageTask.prerequisites(load_config(trained / "training_config.yaml").model) == []
+    assert all(
+        stage.trained for stage in TextToImageTask.stages(load_config(trained / "training_config.yaml").model)
+    )
     pipe = LatentTextToImagePipeline.from_pretrained(trained)
     # the VAE inside the pipeline is stage 1's, scaling factor included
     stage_1 = json.loads((trained / "vae" / "config.json").read_text())

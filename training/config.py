@@ -37,18 +37,30 @@ class TrainingConfig:
 
     # What to train on what. `task` names a class registered in `latentzoo.training.tasks`.
     task: str = "text2img"
+    # A name `latentzoo.data.load_dataset` knows: mnist, digits, shapes, imagefolder:PATH, hub:NAME.
     dataset: str = "mnist"
-    # Keyword arguments for `latentzoo.data.load_dataset`, e.g. {image_size: 32}.
+    # Square side the images are resized (shorter side) and center-cropped to; null keeps the dataset's own size.
+    resolution: int | None = None
+    # 1 (grayscale) or 3 (RGB); null keeps the data's own (1 only when every image is grayscale).
+    channels: int | None = None
+    # Columns of a folder's metadata.jsonl / a hub dataset; null finds them (text/caption/..., a ClassLabel or label).
+    caption_column: str | None = None
+    label_column: str | None = None
+    # Horizontal flip of each item, a function of (seed, epoch, item): augmentation that keeps resume bit-identical.
+    random_flip: bool = False
+    # Other keyword arguments for `latentzoo.data.load_dataset`, e.g. {size: 20000} for shapes.
     dataset_kwargs: dict = field(default_factory=dict)
     # The final pipeline is saved here (model_index.json at the top); checkpoints/, logs/ and samples/ beside it.
     output_dir: str = "outputs/run"
     # Seeds model initialisation identically on every process, then data order and noise per process.
     seed: int = 0
 
-    # Budget: training stops at whichever limit comes first. With none given, one epoch.
+    # Budget: training stops at whichever limit comes first. With none given, one epoch. Presets are bounded by
+    # steps or epochs only, so the same seed gives the same model on a busy laptop and an idle server.
     max_train_steps: int | None = None
     num_epochs: int | None = None
     # Wall-clock budget in minutes, counted across resumed runs; the run stops cleanly and saves when it is spent.
+    # A user option: the model it gives depends on how fast the machine is at the time.
     max_train_minutes: float | None = None
 
     # Optimisation. The batch is per process; the effective batch is
@@ -103,6 +115,10 @@ class TrainingConfig:
 
     # The task's own hyperparameters: a dict in YAML, turned into the task's config dataclass by `load_config`.
     model: Any = field(default_factory=dict)
+    # Overrides of the stages a task builds on (text2img: vae, text_encoder; mdn_prior: autoencoder), by stage
+    # name: {vae: {max_train_steps: 50, model: {kl_weight: 1.0e-5}}}, or `stages.vae.max_train_steps=50`. A stage
+    # otherwise takes its preset's values, with this run's data settings (DATA_KEYS) and seed.
+    stages: dict = field(default_factory=dict)
 
     def __post_init__(self):
         positive = {
@@ -129,6 +145,36 @@ class TrainingConfig:
             raise ValueError(f"`lr_warmup_steps` must be >= 0, got {self.lr_warmup_steps}.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"`ema_decay` must be in [0, 1), got {self.ema_decay}.")
+        if self.resolution is not None and self.resolution < 1:
+            raise ValueError(f"`resolution` must be a positive number of pixels, got {self.resolution}.")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(
+                f"`channels` must be 1 (grayscale), 3 (RGB) or null (the data's own), got {self.channels}."
+            )
+
+    def dataset_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of `latentzoo.data.load_dataset` (beside name and split) that this config asks for."""
+        arguments: dict[str, Any] = {"image_size": self.resolution, "seed": self.seed}
+        for key in ("channels", "caption_column", "label_column"):
+            if getattr(self, key) is not None:
+                arguments[key] = getattr(self, key)
+        if self.random_flip:
+            arguments["random_flip"] = True
+        return {**arguments, **self.dataset_kwargs}
+
+
+# What a stage inherits from the run that builds on it: the data, the seed, and how steps are computed (mixed
+# precision cannot differ: Accelerate fixes it once per process, and stages train in the run's process).
+DATA_KEYS = (
+    "dataset",
+    "resolution",
+    "channels",
+    "caption_column",
+    "label_column",
+    "random_flip",
+    "dataset_kwargs",
+)
+INHERITED_KEYS = (*DATA_KEYS, "seed", "mixed_precision", "attention", "report_to")
 
 
 def _check_value(name: str, value: Any, annotation: Any) -> Any:
@@ -283,7 +329,45 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         config.model = model_values
     else:
         config.model = build_dataclass(task_class.Config, model_values, prefix="model.")
+    # Every stage's config is built (and so checked) now, before any training starts.
+    stage_configs(config)
     return config
+
+
+def stage_configs(config: TrainingConfig) -> list[tuple[Any, TrainingConfig]]:
+    """(stage, its complete TrainingConfig) for each stage `config`'s task builds on, in training order.
+
+    A stage is its own preset, then this run's INHERITED_KEYS (the data, seed, precision, attention, logging)
+    and its output folder, then this run's ``stages.<name>`` overrides. An unknown stage name is an error.
+    """
+    from .tasks import get_task_class
+
+    stages = get_task_class(config.task).stages(config.model)
+    names = [stage.name for stage in stages]
+    unknown = sorted(set(config.stages) - set(names))
+    if unknown:
+        raise ValueError(
+            f"`stages` names unknown stage(s) {unknown}; task {config.task!r} builds on "
+            f"{names or 'no stages'} (e.g. stages.{names[0] if names else 'NAME'}.max_train_steps=50)."
+        )
+    built = []
+    for stage in stages:
+        overrides = {key: getattr(config, key) for key in INHERITED_KEYS}
+        overrides["output_dir"] = stage.output_dir
+        own = config.stages.get(stage.name) or {}
+        if not isinstance(own, dict):
+            raise ValueError(f"`stages.{stage.name}` must be a mapping of config keys, got {own!r}.")
+        if own.get("mixed_precision", config.mixed_precision) != config.mixed_precision:
+            raise ValueError(
+                f"`stages.{stage.name}.mixed_precision` must equal the run's ({config.mixed_precision!r}): a stage "
+                "trains in the same launch, and Accelerate fixes mixed precision once per process. Train the "
+                f"stage on its own first (`latentzoo train {stage.config} output_dir={stage.output_dir} ...`)."
+            )
+        try:
+            built.append((stage, load_config(stage.config, _merge(overrides, own))))
+        except ValueError as error:
+            raise ValueError(f"Stage {stage.name!r} ({stage.config}): {error}") from None
+    return built
 
 
 def config_to_dict(config: TrainingConfig) -> dict[str, Any]:

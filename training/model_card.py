@@ -29,6 +29,23 @@ DATASETS = {
 }
 
 
+def describe_dataset(name: str, info: dict | None) -> str:
+    """One sentence on the training data: what it is (for the embedded datasets) and its measured shape."""
+    known = DATASETS.get(name, (None, None))[1]
+    if not info:
+        return known or name
+    colour = {1: "grayscale", 3: "RGB"}.get(info.get("channels"), f"{info.get('channels')}-channel")
+    facts = [f"{info['num_images']:,} training images", f"{info['image_size']}x{info['image_size']} {colour}"]
+    if info.get("num_classes"):
+        names = info.get("class_names")
+        facts.append(
+            f"{info['num_classes']} classes"
+            + (f" ({', '.join(map(str, names[:10]))}{', ...' if len(names) > 10 else ''})" if names else "")
+        )
+    facts.append("captioned" if info.get("has_captions") else "no captions")
+    return (f"{known}; " if known else "") + ", ".join(facts)
+
+
 def metrics_table(metrics: dict) -> str:
     """A markdown table of {name: value} (floats to 3 decimals)."""
     rows = ["| metric | value |", "|---|---|"]
@@ -56,7 +73,8 @@ def write_model_card(output_dir: str | Path, repo_id: str | None = None, task_cl
     evaluation = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
 
     info = task_class.card_info(config)
-    hub_dataset, dataset_description = DATASETS.get(config.dataset, (None, config.dataset))
+    hub_dataset = DATASETS.get(config.dataset, (None, None))[0]
+    dataset_description = describe_dataset(config.dataset, state.get("dataset"))
     card_data = ModelCardData(
         library_name="diffusers",
         license="apache-2.0",

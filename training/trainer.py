@@ -118,10 +118,6 @@ class Trainer:
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
             dynamo_backend="inductor" if cfg.torch_compile else None,
         )
-        if accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.output_dir / "training_config.yaml", "w") as f:
-                yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
         logger.info(
             f"world size {accelerator.num_processes} ({accelerator.distributed_type}), device {accelerator.device}, "
             f"mixed precision {accelerator.mixed_precision}",
@@ -135,8 +131,13 @@ class Trainer:
 
         # Identical initialisation on every process; then per-process noise (DDP broadcasts rank 0's weights anyway).
         set_seed(cfg.seed)
-        self.dataset = load_dataset(cfg.dataset, split="train", **cfg.dataset_kwargs)
+        self.dataset = load_dataset(cfg.dataset, split="train", **cfg.dataset_arguments())
         self.task = self.task_class(cfg.model, self.dataset)
+        if accelerator.is_main_process:
+            # After the task is built: a task may fill defaults from the data (text2img's validation prompts).
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.output_dir / "training_config.yaml", "w") as f:
+                yaml.safe_dump(saved_config(cfg, self.dataset), f, sort_keys=False)
         modules = self.task.trainable_modules()
         if cfg.attention == "blockwise":
             layers = sum(use_blockwise_attention(module) for module in modules.values())
@@ -249,7 +250,7 @@ class Trainer:
         )
         if accelerator.is_main_process and cfg.report_to != "none":
             accelerator.init_trackers(
-                self.output_dir.name or "latentzoo", config=_flat_hparams(config_to_dict(cfg))
+                self.output_dir.name or "latentzoo", config=_flat_hparams(saved_config(cfg, self.dataset))
             )
 
     # ------------------------------------------------------------ checkpoints
@@ -534,11 +535,20 @@ class Trainer:
                         **self.state.__dict__,
                         "world_size": accelerator.num_processes,
                         "device": accelerator.device.type,
+                        "dataset": self.dataset.describe(),
                     },
                     f,
                 )
             write_model_card(self.output_dir, task_class=self.task_class)
         accelerator.wait_for_everyone()
+
+
+def saved_config(config: TrainingConfig, dataset) -> dict:
+    """The config as written to training_config.yaml: the dataset by its name (`imagefolder:<folder name>`), never
+    a local path, since the file travels with the model to the Hub."""
+    values = config_to_dict(config)
+    values["dataset"] = dataset.display_name
+    return values
 
 
 def _flat_hparams(config: dict, prefix: str = "") -> dict:
@@ -554,26 +564,23 @@ def _flat_hparams(config: dict, prefix: str = "") -> dict:
     return flat
 
 
-def train(config: TrainingConfig) -> Path:
-    """Train `config` after the stages it builds on whose output is missing (text2img's VAE); return output_dir.
+def train(config: TrainingConfig, end_training: bool = True) -> Path:
+    """Train the stages `config` builds on that hold no model yet (text2img's VAE and text encoder), then `config`
+    itself; return its output_dir.
 
-    Each stage is its own :class:`Trainer` run in this same launch; stages share the launch's mixed precision and
-    attention setting.
+    Each stage is its own :class:`Trainer` run in this same launch, on this run's data and seed
+    (:func:`~latentzoo.training.config.stage_configs`), and may build on stages of its own.
     """
-    from .config import load_config
+    from .config import stage_configs
 
-    task_class = get_task_class(config.task)
-    for stage_config, stage_output_dir in task_class.prerequisites(config.model):
-        stage = load_config(
-            stage_config,
-            {
-                "output_dir": stage_output_dir,
-                "seed": config.seed,
-                "mixed_precision": config.mixed_precision,
-                "attention": config.attention,
-                "report_to": config.report_to,
-            },
+    for stage, stage_config in stage_configs(config):
+        if stage.trained:
+            logging.getLogger(__name__).info(
+                f"Stage {stage.name}: {stage.output_dir} holds a model; not trained again."
+            )
+            continue
+        logging.getLogger(__name__).info(
+            f"Stage {stage.name}: {stage.config} on {stage_config.dataset} -> {stage.output_dir}"
         )
-        logging.getLogger(__name__).info(f"Stage {stage.task}: {stage_config} -> {stage_output_dir}")
-        Trainer(stage).train(end_training=False)
-    return Trainer(config).train()
+        train(stage_config, end_training=False)
+    return Trainer(config).train(end_training=end_training)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import TaskConfig, TrainingTask
+from .base import Stage, TaskConfig, TrainingTask
 
 # task name → "module:Class" inside this package; imported lazily so a config check does not import every model.
 TASKS: dict[str, str] = {
@@ -28,4 +28,4 @@ def get_task_class(name: str) -> type[TrainingTask]:
     return getattr(module, class_name)
 
 
-__all__ = ["TASKS", "TaskConfig", "TrainingTask", "get_task_class"]
+__all__ = ["TASKS", "Stage", "TaskConfig", "TrainingTask", "get_task_class"]

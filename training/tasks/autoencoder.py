@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -18,7 +17,7 @@ import torch
 from ...models.autoencoder import Autoencoder, GaussianPrior, VariationalAutoencoder
 from ...models.mdn import MixtureDensityNetwork
 from ...pipelines.autoencoder import AutoencoderPipeline
-from .base import TaskConfig, TrainingTask
+from .base import Stage, TaskConfig, TrainingTask
 
 USAGE = (
     "import torch\n"
@@ -214,11 +213,11 @@ class MixtureDensityPriorTask(TrainingTask):
     Config = MixtureDensityPriorConfig
 
     @classmethod
-    def prerequisites(cls, config: MixtureDensityPriorConfig) -> list[tuple[str, str]]:
-        """The autoencoder's stage, (config, output_dir), when `config.autoencoder` holds no model yet."""
-        if config.autoencoder_config is None or (Path(config.autoencoder) / "model_index.json").is_file():
+    def stages(cls, config: MixtureDensityPriorConfig) -> list[Stage]:
+        """The autoencoder's stage (`autoencoder_config` into `autoencoder`) when its config is set."""
+        if config.autoencoder_config is None:
             return []
-        return [(config.autoencoder_config, config.autoencoder)]
+        return [Stage("autoencoder", config.autoencoder_config, config.autoencoder)]
 
     def __init__(self, config: MixtureDensityPriorConfig, dataset):
         super().__init__(config, dataset)

@@ -81,8 +81,10 @@ class AutoencoderKLTask(TrainingTask):
         example = dataset[0]["pixel_values"]
         vae = build_autoencoder_kl(config, in_channels=example.shape[0], sample_size=example.shape[-1])
         self.model = _AutoencoderKLWithPosterior(vae)
-        # A fixed batch shown as (original | reconstruction) pairs in the validation grid.
-        self.validation_pixels = torch.stack([dataset[i]["pixel_values"] for i in range(8)])
+        # A fixed batch (up to 8) shown as (original | reconstruction) pairs in the validation grid.
+        self.validation_pixels = torch.stack(
+            [dataset[i]["pixel_values"] for i in range(min(8, len(dataset)))]
+        )
 
     def trainable_modules(self):
         return {"vae": self.model}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
@@ -11,6 +12,23 @@ import torch
 @dataclass
 class TaskConfig:
     """Base of every task's hyperparameter dataclass (the ``model:`` section of a config)."""
+
+
+class Stage(NamedTuple):
+    """A model a task builds on, trained first from its own config into `output_dir` while that folder holds none.
+
+    It trains on the data of the run that builds on it (`latentzoo.training.config.DATA_KEYS`) and with its seed;
+    the run's ``stages.<name>`` entry overrides anything else (``stages.vae.max_train_steps=50``).
+    """
+
+    name: str  # the key of its overrides under `stages`
+    config: str  # a config file or preset name
+    output_dir: str
+
+    @property
+    def trained(self) -> bool:
+        """Whether `output_dir` already holds a saved model or pipeline (then the stage is not trained again)."""
+        return any((Path(self.output_dir) / name).is_file() for name in ("config.json", "model_index.json"))
 
 
 class TrainingTask:
@@ -35,10 +53,11 @@ class TrainingTask:
         self.dataset = dataset
 
     @classmethod
-    def prerequisites(cls, config: TaskConfig) -> list[tuple[str, str]]:
-        """Stages to train first, as (config file or preset, output_dir) pairs, when their output is missing.
+    def stages(cls, config: TaskConfig) -> list[Stage]:
+        """The stages this task builds on, in training order, whether already trained or not.
 
-        Text-to-image returns its VAE's stage here; `latentzoo.training.train` runs them in order.
+        Text-to-image returns its VAE and text-encoder stages; `latentzoo.training.train` trains those not yet
+        `trained`, in order, before the task itself.
         """
         return []
 
@@ -115,7 +134,8 @@ def conditioning_classes(config, dataset) -> int | None:
     num_classes = config.num_classes or getattr(dataset, "num_classes", None)
     if "class_labels" not in dataset[0] or num_classes is None:
         raise ValueError(
-            "`model.class_conditional` needs a dataset with `class_labels` and a known number of classes "
-            "(mnist, digits); set `model.class_conditional=false` for unconditional training."
+            f"`model.class_conditional` needs a dataset with class labels; {getattr(dataset, 'name', 'this dataset')} "
+            "has none. Give a folder one sub-folder per class or a `label` column in metadata.jsonl (or "
+            "`label_column=NAME`), or set `model.class_conditional=false` for unconditional training."
         )
     return num_classes

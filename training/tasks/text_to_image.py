@@ -8,8 +8,7 @@ that classifier-free guidance needs (Ho & Salimans, arXiv:2207.12598).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -19,7 +18,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from ...data import load_clip_tokenizer
 from ...models.conditioning import PromptProjection
 from ...pipelines.text_to_image import LatentTextToImagePipeline
-from .base import TaskConfig, TrainingTask
+from .base import Stage, TaskConfig, TrainingTask
 from .diffusion import (
     NoiseSchedule,
     PredictionType,
@@ -83,17 +82,11 @@ class TextToImageConfig(TextTowerConfig):
     snr_gamma: float | None = 5.0
     caption_dropout: float = 0.1
 
-    # Validation grid (and the default sampler settings written into the model card).
-    validation_prompts: tuple[str, ...] = field(
-        default_factory=lambda: tuple(
-            f"a {w} {d}"
-            for w, d in zip(
-                ["bold", "thin", "bold", "thin", "bold", "thin", "bold", "thin", "bold", "thin"],
-                ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
-                strict=True,
-            )
-        )
-    )
+    # Validation grid (and the default sampler settings written into the model card). null: the first caption of
+    # the first `num_validation_prompts` training items with distinct captions, written back into this config so
+    # training_config.yaml and the model card show the prompts used.
+    validation_prompts: tuple[str, ...] | None = None
+    num_validation_prompts: int = 10
     validation_num_inference_steps: int = 20
     validation_guidance_scale: float = 3.0
 
@@ -108,10 +101,24 @@ class TextToImageConfig(TextTowerConfig):
             )
 
 
+def first_captions(dataset, count: int) -> list[str]:
+    """The first phrasing of the first `count` items whose first phrasings differ: prompts the data describes."""
+    captions: dict[str, None] = {}
+    for index in range(len(dataset)):
+        phrasings = dataset.captions(index) if hasattr(dataset, "captions") else [dataset[index]["text"]]
+        captions.setdefault(phrasings[0], None)
+        if len(captions) == count:
+            break
+    return list(captions)
+
+
 class LatentDataset(torch.utils.data.Dataset):
     """A dataset whose items also carry the frozen VAE's posterior, computed once for the whole split.
 
-    Adds ``latent_mean`` and ``latent_std`` (C, h, w) to every item; a step samples z = mean + std * eps.
+    Adds ``latent_mean`` and ``latent_std`` (C, h, w) to every item; a step samples z = mean + std * eps. With the
+    dataset's ``random_flip`` on, the mirrored images are encoded too, and an item carries the posterior of the
+    image it shows in this epoch (``dataset.is_flipped``): a VAE's latents of a mirrored image are not exactly the
+    mirrored latents.
     """
 
     def __init__(self, dataset, vae: AutoencoderKL, batch_size: int = 256):
@@ -119,23 +126,28 @@ class LatentDataset(torch.utils.data.Dataset):
         pixel_values = getattr(dataset, "pixel_values", None)
         if pixel_values is None:
             pixel_values = torch.stack([dataset[i]["pixel_values"] for i in range(len(dataset))])
+        self.flips = bool(getattr(dataset, "random_flip", False))
+        self.latent_mean, self.latent_std = self._encode(vae, pixel_values, batch_size)
+        if self.flips:
+            self.flipped_mean, self.flipped_std = self._encode(vae, pixel_values.flip(-1), batch_size)
+
+    @staticmethod
+    @torch.no_grad()
+    def _encode(vae, pixel_values, batch_size):
         means, stds = [], []
-        with torch.no_grad():
-            for chunk in pixel_values.split(batch_size):
-                posterior = vae.encode(chunk.to(vae.device, vae.dtype)).latent_dist
-                means.append(posterior.mean.float().cpu())
-                stds.append(posterior.std.float().cpu())
-        self.latent_mean, self.latent_std = torch.cat(means), torch.cat(stds)
+        for chunk in pixel_values.split(batch_size):
+            posterior = vae.encode(chunk.to(vae.device, vae.dtype)).latent_dist
+            means.append(posterior.mean.float().cpu())
+            stds.append(posterior.std.float().cpu())
+        return torch.cat(means), torch.cat(stds)
 
     def __len__(self):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        return {
-            **self.dataset[index],
-            "latent_mean": self.latent_mean[index],
-            "latent_std": self.latent_std[index],
-        }
+        flipped = self.flips and self.dataset.is_flipped(index)
+        mean, std = (self.flipped_mean, self.flipped_std) if flipped else (self.latent_mean, self.latent_std)
+        return {**self.dataset[index], "latent_mean": mean[index], "latent_std": std[index]}
 
     def set_epoch(self, epoch: int):
         if hasattr(self.dataset, "set_epoch"):
@@ -205,17 +217,14 @@ class TextToImageTask(TrainingTask):
     Config = TextToImageConfig
 
     @classmethod
-    def prerequisites(cls, config: TextToImageConfig) -> list[tuple[str, str]]:
-        """(config, output_dir) of the stages to train first: the VAE when `config.vae` holds no model yet, then
-        the contrastive text encoder when `config.text_encoder_config` is set and `config.text_encoder` is empty."""
+    def stages(cls, config: TextToImageConfig) -> list[Stage]:
+        """The VAE stage (`vae_config` into `vae`), then the contrastive text-encoder stage (`text_encoder_config`
+        into `text_encoder`), each when its config is set."""
         stages = []
-        if config.vae_config is not None and not (Path(config.vae) / "config.json").is_file():
-            stages.append((config.vae_config, config.vae))
-        if (
-            config.text_encoder_config is not None
-            and not (Path(config.text_encoder) / "config.json").is_file()
-        ):
-            stages.append((config.text_encoder_config, config.text_encoder))
+        if config.vae_config is not None:
+            stages.append(Stage("vae", config.vae_config, config.vae))
+        if config.text_encoder_config is not None:
+            stages.append(Stage("text_encoder", config.text_encoder_config, config.text_encoder))
         return stages
 
     def __init__(self, config: TextToImageConfig, dataset):
@@ -245,9 +254,21 @@ class TextToImageTask(TrainingTask):
                 self.tokenizer = load_clip_tokenizer(self.text_encoder.config.max_position_embeddings)
         self.text_encoder.requires_grad_(config.train_text_encoder)
 
-        sample_size = dataset[0]["pixel_values"].shape[-1] // (
-            2 ** (len(self.vae.config.block_out_channels) - 1)
-        )
+        resolution = dataset[0]["pixel_values"].shape[-1]
+        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        unet_factor = 2 ** (len(config.block_out_channels) - 1)
+        if (
+            resolution % (vae_factor * unet_factor)
+            or self.vae.config.in_channels != dataset[0]["pixel_values"].shape[0]
+        ):
+            raise ValueError(
+                f"The data is {tuple(dataset[0]['pixel_values'].shape)} (C, H, W); the VAE at {config.vae} takes "
+                f"{self.vae.config.in_channels} channel(s) and downsamples {vae_factor}x, the UNet "
+                f"({len(config.block_out_channels)} levels) {unet_factor}x more, so `resolution` must be a multiple "
+                f"of {vae_factor * unet_factor}. Choose such a resolution, fewer `model.block_out_channels` (or "
+                "`stages.vae.model.block_out_channels`), or a VAE trained on this data."
+            )
+        sample_size = resolution // vae_factor
         self.unet = build_unet(
             config, self.vae.config.latent_channels, sample_size, self.text_encoder.config.hidden_size
         )
@@ -259,6 +280,9 @@ class TextToImageTask(TrainingTask):
         self.denoiser = _TextConditionedDenoiser(self.text_encoder, self.unet, self.prompt_projection)
         # Latents have unit variance, not a [-1, 1] range: never clip the predicted x_0.
         self.noise_scheduler = make_noise_scheduler(config, clip_sample=False)
+
+        if config.validation_prompts is None:
+            config.validation_prompts = tuple(first_captions(dataset, config.num_validation_prompts))
 
     def train_dataset(self):
         return LatentDataset(self.dataset, self.vae)
@@ -344,6 +368,14 @@ class TextToImageTask(TrainingTask):
             text_encoder = (
                 f"{origin}, {'then fine-tuned with the UNet' if model.train_text_encoder else 'frozen'}"
             )
+        prompt = (
+            model.validation_prompts[0] if model.validation_prompts else "a prompt like the training captions"
+        )
+        described = {
+            "mnist": " (for mnist: which digit, stroke weight thin / regular / bold, slant left / upright / right)",
+            "shapes": " (for shapes: one or two shapes, their kind, colour and size, and where one is relative to "
+            "the other)",
+        }.get(config.dataset, "")
         return {
             "title": "Text-to-image latent diffusion, trained from scratch",
             "pipeline_tag": "text-to-image",
@@ -358,9 +390,9 @@ class TextToImageTask(TrainingTask):
             "usage": "import torch\nfrom latentzoo.pipelines import LatentTextToImagePipeline\n\n"
             'pipe = LatentTextToImagePipeline.from_pretrained("MODEL_DIR")\n'
             "generator = torch.Generator().manual_seed(0)\n"
-            f'images = pipe("a bold seven slanted to the right", num_images_per_prompt=4, '
+            f"images = pipe({prompt!r}, num_images_per_prompt=4, "
             f"num_inference_steps={model.validation_num_inference_steps}, "
             f"guidance_scale={model.validation_guidance_scale}, generator=generator).images",
-            "limitations": "Knows only what its captions describe (for mnist: which digit, stroke weight thin / "
-            "regular / bold, slant left / upright / right); other words are unknown tokens to it. 32x32 grayscale.",
+            "limitations": f"Knows only what its training captions describe{described}; words they never use are "
+            "unknown to it. It generates images at its training resolution only.",
         }
