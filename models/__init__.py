@@ -9,6 +9,7 @@ from latentzoo.models.autoencoder import (
     kl_divergence,
 )
 from latentzoo.models.conditioning import PromptProjection
+from latentzoo.models.contrastive import ConvImageEncoder, caption_targets, contrastive_loss
 from latentzoo.models.gan import Discriminator, Generator
 from latentzoo.models.latent_tools import (
     apply_attribute,
@@ -23,6 +24,7 @@ from latentzoo.models.mdn import MixtureDensityNetwork, MixtureDensityOutput
 __all__ = [
     "Autoencoder",
     "AutoencoderOutput",
+    "ConvImageEncoder",
     "Discriminator",
     "GaussianPosterior",
     "GaussianPrior",
@@ -34,6 +36,8 @@ __all__ = [
     "apply_attribute",
     "attribute_strip",
     "attribute_vector",
+    "caption_targets",
+    "contrastive_loss",
     "interpolate",
     "kl_divergence",
     "lerp",

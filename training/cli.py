@@ -1,12 +1,19 @@
-"""The ``latentzoo`` command line: quickstart, train, generate, evaluate, push."""
+"""The ``latentzoo`` command line: quickstart, train, generate, evaluate, push.
+
+A user mistake (a ValueError, TypeError, missing file or folder, or an unavailable Hub dataset) in any command is
+one line ``error: ...`` on stderr and exit status 2; ``latentzoo --debug COMMAND ...`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+
+import yaml
 
 # Ten prompts for the quickstart grid, one per digit, in phrasings and attribute combinations of all kinds.
 QUICKSTART_PROMPTS = (
@@ -23,30 +30,44 @@ QUICKSTART_PROMPTS = (
 )
 
 
-def _load_config_or_exit(config, overrides):
-    from .config import load_config
+class UsageError(SystemExit):
+    """A user mistake, already reported on stderr: exit status 2. `str()` gives the reported line."""
 
-    try:
-        return load_config(config, overrides)
-    except ValueError as error:
-        # A configuration mistake is the user's to fix: say what and how, without a traceback.
-        raise SystemExit(f"error: {error}") from None
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from ..data import HubDatasetUnavailableError
+
+    return (ValueError, TypeError, FileNotFoundError, NotADirectoryError, HubDatasetUnavailableError)
 
 
 def _train(args: argparse.Namespace) -> None:
+    from .config import load_config
     from .trainer import train
 
-    output_dir = train(_load_config_or_exit(args.config, args.overrides))
+    # A configuration mistake is a ValueError: `main` reports it in one line, without a traceback.
+    output_dir = train(load_config(args.config, args.overrides))
     print(f"Saved to {output_dir}")
 
 
 def _load_pipeline(path: str, sampler: str | None = None):
+    """The pipeline saved in `path`, with `sampler` when it has a scheduler (AE and GAN pipelines have none)."""
     from ..pipelines.loading import load_pipeline
+    from ..pipelines.samplers import make_sampler
 
-    try:
-        pipeline = load_pipeline(path, sampler)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    if not Path(path).is_dir():
+        raise FileNotFoundError(
+            f"{path} does not exist: pass the folder a training run saved its pipeline in."
+        )
+    pipeline = load_pipeline(path)
+    if sampler is not None and "scheduler" in pipeline.components:
+        pipeline.scheduler = make_sampler(sampler, pipeline.scheduler.config)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -82,28 +103,142 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"Wrote {args.num_images} images for {args.prompt!r} to {args.output}")
 
 
-def _evaluate_into(model_dir: Path, args: argparse.Namespace) -> dict:
+# The MNIST judge protocol of text-to-image models: its options and their defaults.
+JUDGE_DEFAULTS = {"per_digit": 100, "held_out_per_digit": 20, "mnist_test": None}
+
+
+def _read_run_config(model_dir: Path) -> dict:
+    """The run's training_config.yaml as plain data; {} when the folder has none."""
+    path = model_dir / "training_config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def _pipeline_class_name(model_dir: Path) -> str:
+    index = model_dir / "model_index.json"
+    if not index.is_file():
+        raise ValueError(
+            f"{model_dir} holds no saved pipeline (no model_index.json); pass a folder written by save_pretrained."
+        )
+    return json.loads(index.read_text()).get("_class_name", "")
+
+
+def _dataset_options(run_config: dict, name: str) -> dict:
+    """`load_dataset` keyword arguments (beside name and split) that reload the data `run_config` trained on.
+
+    The run's resolution, channels, caption and label columns and seed (captions, and shapes' scenes); its
+    `dataset_kwargs` too when `name` is of the same kind (mnist, shapes, imagefolder:, hub:) as the run's
+    dataset. Never `random_flip`: evaluation compares with the images as they are.
+    """
+    options = {"image_size": run_config.get("resolution"), "seed": run_config.get("seed", 0)}
+    for key in ("channels", "caption_column", "label_column"):
+        if run_config.get(key) is not None:
+            options[key] = run_config[key]
+    trained_on = str(run_config.get("dataset", ""))
+    if trained_on.split(":", 1)[0] == name.split(":", 1)[0]:
+        options.update(run_config.get("dataset_kwargs") or {})
+    return options
+
+
+def _judge_report(model_dir: Path, args: argparse.Namespace) -> dict:
+    """The MNIST judge protocol of a text-to-image model (prompt, weight and slant accuracy, judge-FID)."""
     from ..evaluation import load_mnist_idx
     from ..evaluation.protocol import evaluate_text_to_image
-    from .model_card import write_model_card
 
+    options = {key: getattr(args, key, None) for key in JUDGE_DEFAULTS}
+    options = {
+        key: default if options[key] is None else options[key] for key, default in JUDGE_DEFAULTS.items()
+    }
     pipeline = _load_pipeline(str(model_dir), args.sampler)
     reference = None
-    if getattr(args, "mnist_test", None):
-        images, _ = load_mnist_idx(args.mnist_test)
+    if options["mnist_test"]:
+        images, _ = load_mnist_idx(options["mnist_test"])
         reference = images
     result = evaluate_text_to_image(
         pipeline,
-        per_digit=args.per_digit,
+        per_digit=options["per_digit"],
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
         seed=args.seed,
         reference_images=reference,
-        held_out_per_digit=args.held_out_per_digit,
+        held_out_per_digit=options["held_out_per_digit"],
+    )
+    return {"metrics": result["metrics"], "protocol": result["protocol"]}
+
+
+def _domain_report(model_dir: Path, args: argparse.Namespace, run_config: dict, name: str) -> dict:
+    """Any family on any dataset: `evaluate_pipeline` in the features of the dataset's domain encoder."""
+    from ..data import load_dataset
+    from ..evaluation import SHAPES_FAMILIES, evaluate_pipeline, evaluate_shapes, pipeline_family
+
+    if name.startswith("imagefolder:") and not os.path.isdir(name.removeprefix("imagefolder:")):
+        raise ValueError(
+            f"{model_dir} was trained on {name!r}, which is not a folder here (a run records the folder's name, "
+            "never its path): pass --dataset imagefolder:PATH with the folder of images it was trained on."
+        )
+    options = _dataset_options(run_config, name)
+    train = load_dataset(name, "train", **options)
+    validation = load_dataset(name, "validation", **options)
+    pipeline = _load_pipeline(str(model_dir), args.sampler)
+    result = evaluate_pipeline(
+        pipeline,
+        train,
+        validation,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        load_options={"name": name, **options},
+        domain_recipe={"num_steps": args.domain_steps},
     )
     report = {"metrics": result["metrics"], "protocol": result["protocol"]}
+    if name == "shapes" and pipeline_family(pipeline) == "text-to-image":
+        # Compositional prompts: GenEval's families, scored exactly because the renderer is known.
+        per_family = max(1, args.num_samples // len(SHAPES_FAMILIES))
+        geneval = evaluate_shapes(
+            pipeline,
+            per_family=per_family,
+            seed=args.seed,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale,
+        )
+        report["metrics"].update({f"geneval/{k}": v for k, v in geneval["metrics"].items()})
+        report["protocol"] += f" GenEval-style (geneval/*): {geneval['protocol']}"
+    return report
+
+
+def _evaluate_into(model_dir: Path, args: argparse.Namespace) -> dict:
+    """Evaluate the pipeline in `model_dir`, write model_dir/metrics.json and rewrite its model card.
+
+    A text-to-image model on mnist (or with a judge option such as --per-digit) gets the MNIST judge protocol;
+    every other model and dataset gets `evaluate_pipeline`, on the dataset of the run's training_config.yaml
+    (or --dataset).
+    """
+    from .model_card import write_model_card
+
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir} does not exist: pass the output_dir of a training run.")
+    run_config = _read_run_config(model_dir)
+    class_name = _pipeline_class_name(model_dir)
+    name = getattr(args, "dataset", None) or run_config.get("dataset")
+    judge_options = [key for key in JUDGE_DEFAULTS if getattr(args, key, None) is not None]
+    if class_name == "LatentTextToImagePipeline" and (name in (None, "mnist") or judge_options):
+        report = _judge_report(model_dir, args)
+    else:
+        if judge_options:
+            flags = ", ".join("--" + key.replace("_", "-") for key in judge_options)
+            raise ValueError(
+                f"{flags}: options of the MNIST judge protocol of text-to-image models; {model_dir} holds a "
+                f"{class_name}: set the sample count with --num-samples."
+            )
+        if name is None:
+            raise ValueError(
+                f"{model_dir} has no training_config.yaml to read its dataset from: pass --dataset NAME "
+                "(mnist, digits, shapes, imagefolder:PATH, hub:NAME)."
+            )
+        report = _domain_report(model_dir, args, run_config, str(name))
     (model_dir / "metrics.json").write_text(json.dumps(report, indent=2))
-    write_model_card(model_dir)
+    if (model_dir / "training_config.yaml").is_file():
+        write_model_card(model_dir)
     return report
 
 
@@ -114,18 +249,21 @@ def _print_report(report: dict) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    report = _evaluate_into(Path(args.model_dir), args)
+    model_dir = Path(args.model_dir)
+    report = _evaluate_into(model_dir, args)
     _print_report(report)
-    print(f"Wrote {Path(args.model_dir) / 'metrics.json'} and updated the model card.")
+    card = " and updated the model card" if (model_dir / "training_config.yaml").is_file() else ""
+    print(f"Wrote {model_dir / 'metrics.json'}{card}.")
 
 
 def _quickstart(args: argparse.Namespace) -> None:
+    from .config import load_config
     from .model_card import write_model_card
     from .trainer import train
 
     output_dir = Path(args.output_dir)
     # Stage folders inside the preset's output_dir (vae/, stages/text_encoder/) move with it (`load_config`).
-    train(_load_config_or_exit(args.config, [*args.overrides, f"output_dir={output_dir}"]))
+    train(load_config(args.config, [*args.overrides, f"output_dir={output_dir}"]))
 
     pipeline = _load_pipeline(str(output_dir), args.sampler)
     grid = _generate_grid(pipeline, list(QUICKSTART_PROMPTS), 8, args.steps, args.guidance_scale, args.seed)
@@ -154,9 +292,7 @@ def _push(args: argparse.Namespace) -> None:
 
     model_dir = Path(args.model_dir)
     if not (model_dir / "model_index.json").is_file() and not (model_dir / "config.json").is_file():
-        raise SystemExit(
-            f"error: {model_dir} holds no saved pipeline or model (no model_index.json / config.json)."
-        )
+        raise ValueError(f"{model_dir} holds no saved pipeline or model (no model_index.json / config.json).")
     write_model_card(model_dir, repo_id=args.repo_id)
     # The token comes from HF_TOKEN or `huggingface-cli login`'s cache, read by huggingface_hub itself; it is
     # never printed, logged or written here.
@@ -203,8 +339,8 @@ def _projector(args: argparse.Namespace) -> None:
 
     pipeline = _load_pipeline(args.model_dir)
     if not hasattr(pipeline, "autoencoder"):
-        raise SystemExit(
-            f"error: {args.model_dir} holds a {type(pipeline).__name__}; `projector` needs an autoencoder "
+        raise ValueError(
+            f"{args.model_dir} holds a {type(pipeline).__name__}; `projector` needs an autoencoder "
             "pipeline (a run of autoencoder-mnist, vae-mnist, mdn-prior-mnist, ...)."
         )
     dataset = load_dataset(args.dataset, split=args.split, image_size=pipeline.autoencoder.config.sample_size)
@@ -218,7 +354,9 @@ def _projector(args: argparse.Namespace) -> None:
     print(f"View them: tensorboard --logdir {output_dir}   (tabs Projector and Images)")
 
 
-def _add_sampling_args(parser: argparse.ArgumentParser, per_digit_default: int | None = None) -> None:
+def _add_sampling_args(
+    parser: argparse.ArgumentParser, per_digit_default: int | None = None, judge_options: bool = False
+) -> None:
     from ..pipelines.samplers import SAMPLERS
 
     parser.add_argument("--steps", type=int, default=20, help="number of inference steps (default 20)")
@@ -229,25 +367,42 @@ def _add_sampling_args(parser: argparse.ArgumentParser, per_digit_default: int |
         "--sampler", choices=sorted(SAMPLERS), default="dpm++", help="default dpm++ (DPM-Solver++)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    if per_digit_default is not None:
+    if per_digit_default is not None or judge_options:
+        # On `evaluate` the defaults are None ("not given"): giving one selects the judge protocol.
+        given = per_digit_default is None
         parser.add_argument(
-            "--per-digit", type=int, default=per_digit_default, help="evaluation samples per digit (0: skip)"
+            "--per-digit",
+            type=int,
+            default=per_digit_default,
+            help=f"judge protocol: evaluation samples per digit (default {JUDGE_DEFAULTS['per_digit']}; 0: skip)",
         )
         parser.add_argument(
             "--held-out-per-digit",
             type=int,
-            default=20,
-            help="samples per digit with phrasings never seen in training (default 20; 0: skip)",
+            default=None if given else JUDGE_DEFAULTS["held_out_per_digit"],
+            help="judge protocol: samples per digit with phrasings never seen in training (default 20; 0: skip)",
         )
-        parser.add_argument("--mnist-test", help="folder of the MNIST test split (IDX) as FID reference")
+        parser.add_argument(
+            "--mnist-test", help="judge protocol: folder of the MNIST test split (IDX) as FID reference"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="latentzoo", description=__doc__)
+    # --debug works before the command (`latentzoo --debug train ...`) and after it; SUPPRESS keeps a
+    # subcommand's absent flag from overwriting the global one (the parsed args lack `debug` when neither is given).
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error instead of one line",
+    )
+    parser = argparse.ArgumentParser(prog="latentzoo", description=__doc__, parents=[debug])
     commands = parser.add_subparsers(dest="command", required=True)
 
     quickstart = commands.add_parser(
         "quickstart",
+        parents=[debug],
         help="train the default text-to-image model on the embedded MNIST digits, sample a grid, evaluate",
     )
     quickstart.add_argument("overrides", nargs="*", help="key=value overrides of the config")
@@ -260,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
+        parents=[debug],
         help="train one config (also: accelerate launch -m latentzoo.training CONFIG ...)",
         description="Train from a YAML config or a preset name, with key=value overrides (model.KEY for the task's keys).",
     )
@@ -270,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     generate = commands.add_parser(
-        "generate", help="sample a grid of images for a prompt from a saved pipeline"
+        "generate", parents=[debug], help="sample a grid of images for a prompt from a saved pipeline"
     )
     generate.add_argument("model_dir")
     generate.add_argument("prompt")
@@ -280,13 +436,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(generate)
     generate.set_defaults(func=_generate)
 
-    evaluate = commands.add_parser("evaluate", help="prompt accuracy, attribute accuracy and judge-FID")
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[debug],
+        help="score a saved pipeline of any family: domain-FID beside its real-vs-real floor, and more",
+        description=(
+            "Text-to-image models on mnist: prompt, weight and slant accuracy and judge-FID (the MNIST judge "
+            "protocol). Every other model and dataset: domain-FID beside the real-vs-real floor, in the features "
+            "of a domain encoder trained (once, cached) on the dataset's training split; plus prompt alignment "
+            "(text-to-image), class accuracy (class-conditional) and reconstruction PSNR (autoencoders). "
+            "Writes MODEL_DIR/metrics.json and updates the model card."
+        ),
+    )
     evaluate.add_argument("model_dir")
-    _add_sampling_args(evaluate, per_digit_default=100)
+    evaluate.add_argument(
+        "--dataset",
+        help="default: the run's training_config.yaml; an imagefolder run needs --dataset imagefolder:PATH",
+    )
+    evaluate.add_argument(
+        "--num-samples",
+        type=int,
+        default=500,
+        help="samples to score (default 500, at most the validation split's size)",
+    )
+    evaluate.add_argument(
+        "--domain-steps",
+        type=int,
+        default=1000,
+        help="training steps of the domain encoder when none is cached for the dataset (default 1000)",
+    )
+    _add_sampling_args(evaluate, judge_options=True)
     evaluate.set_defaults(func=_evaluate)
 
     push = commands.add_parser(
-        "push", help="upload a saved folder with its model card to the Hugging Face Hub"
+        "push", parents=[debug], help="upload a saved folder with its model card to the Hugging Face Hub"
     )
     push.add_argument("model_dir")
     push.add_argument("repo_id")
@@ -296,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     projector = commands.add_parser(
         "projector",
+        parents=[debug],
         help="latents for TensorBoard's embedding projector, interpolation and attribute strips, 2-D manifold",
     )
     projector.add_argument("model_dir", help="a saved AutoencoderPipeline folder")
@@ -307,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     forward = commands.add_parser(
         "forward-process",
+        parents=[debug],
         help="figures of the diffusion forward process: x_0 -> x_t strips and ᾱ_t, linear vs cosine schedule",
     )
     forward.add_argument("--dataset", default="mnist")
@@ -322,7 +507,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except _user_errors() as error:
+        if getattr(args, "debug", False):
+            raise
+        # One line, whatever the message holds: the user's mistake, said once, with its fix.
+        message = "error: " + " ".join(str(error).split())
+        print(message, file=sys.stderr)
+        raise UsageError(message) from None
 
 
 if __name__ == "__main__":

@@ -128,6 +128,8 @@ class _AutoencoderTaskBase(TrainingTask):
         originals = self.validation_pixels[:num_pairs].to(pipeline.device)
         reconstructions = pipeline.reconstruct(originals, output_type="pt").images
         pairs = torch.stack([(originals.float() + 1) / 2, reconstructions.float()], dim=1).flatten(0, 1)
+        if num_images <= 2 * num_pairs:
+            return pairs.cpu()
         samples = pipeline(
             batch_size=num_images - 2 * num_pairs, generator=generator, output_type="pt"
         ).images

@@ -1,0 +1,107 @@
+"""Compositional text-to-image on `shapes`: GenEval-style scores of trained runs, side by side.
+
+    python benchmarks/text_to_image_shapes.py --runs outputs/text2img-shapes outputs/text2img-shapes-concat \
+        [--per-family 100] [--steps 20] [--guidance-scale 3] [--seed 0]
+
+Each run folder is a saved `LatentTextToImagePipeline` (e.g. `latentzoo train text2img-shapes`, and the same with
+`model.conditioning=concatenation`). Every run is scored by `latentzoo.evaluation.evaluate_shapes` on the same
+prompts (GenEval's six families, drawn from a seed stream the training scenes never used) and the same generator
+seeds; the table goes to benchmarks/results/text_to_image_shapes.md, the raw rows to text_to_image_shapes.jsonl,
+and a grid of each run's first samples per family to benchmarks/results/text_to_image_shapes/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from latentzoo.evaluation import SHAPES_FAMILIES, evaluate_shapes
+from latentzoo.pipelines.loading import load_pipeline
+from latentzoo.training.trainer import make_image_grid
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_facts(run: Path) -> dict:
+    """Conditioning, steps (summed over stages) and training minutes of a run folder, from the files it saved."""
+    config = yaml.safe_load((run / "training_config.yaml").read_text())
+    state = json.loads((run / "train_state.json").read_text())
+    facts = {
+        "run": run.name,
+        "conditioning": config["model"]["conditioning"],
+        "unet_steps": state["global_step"],
+        "unet_minutes": state["elapsed_seconds"] / 60,
+    }
+    for name, folder in (
+        ("vae", config["model"]["vae"]),
+        ("text_encoder", config["model"].get("text_encoder")),
+    ):
+        stage_state = Path(folder or "") / "train_state.json"
+        if folder and stage_state.is_file():
+            stage = json.loads(stage_state.read_text())
+            facts[f"{name}_steps"] = stage["global_step"]
+            facts[f"{name}_minutes"] = stage["elapsed_seconds"] / 60
+    return facts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", nargs="+", required=True, help="saved text-to-image run folders")
+    parser.add_argument("--per-family", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance-scale", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=str(RESULTS / "text_to_image_shapes"))
+    args = parser.parse_args()
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for run in map(Path, args.runs):
+        pipeline = load_pipeline(run)
+        pipeline.set_progress_bar_config(disable=True)
+        start = time.perf_counter()
+        result = evaluate_shapes(
+            pipeline,
+            per_family=args.per_family,
+            seed=args.seed,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale,
+        )
+        seconds = time.perf_counter() - start
+        row = {**run_facts(run), **result["metrics"], "images_per_second": len(result["prompts"]) / seconds}
+        row["protocol"] = result["protocol"]
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "protocol"}))
+        # Eight samples of each family, one row per family.
+        per_family = args.per_family
+        picks = [f * per_family + i for f in range(len(SHAPES_FAMILIES)) for i in range(min(8, per_family))]
+        make_image_grid(result["images"][picks], nrow=min(8, per_family)).resize(
+            (min(8, per_family) * 64, len(SHAPES_FAMILIES) * 64), 0
+        ).save(output / f"{run.name}.png")
+
+    with open(output.with_suffix(".jsonl"), "a") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    header = ["run", "conditioning", "UNet steps", *SHAPES_FAMILIES, "overall", "images/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["run"], row["conditioning"], f"{row['unet_steps']:,}"]
+        cells += [f"{row[family]:.3f}" for family in (*SHAPES_FAMILIES, "overall")]
+        cells.append(f"{row['images_per_second']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n\nProtocol: " + rows[0]["protocol"] + "\n"
+    output.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
