@@ -17,10 +17,12 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
-from latentzoo.evaluation import SHAPES_FAMILIES, evaluate_shapes
+from latentzoo.evaluation import SHAPES_FAMILIES, evaluate_shapes, score_shapes, shapes_prompts
+from latentzoo.evaluation.shapes import render_prompt
 from latentzoo.pipelines.loading import load_pipeline
 from latentzoo.training.trainer import make_image_grid
 
@@ -87,15 +89,28 @@ def main() -> None:
             (min(8, per_family) * 64, len(SHAPES_FAMILIES) * 64), 0
         ).save(output / f"{run.name}.png")
 
+    # Context for the scores: the same prompts scored on real renders (the ceiling) and on uniform noise (the floor).
+    prompts = shapes_prompts(args.per_family, seed=args.seed)
+    size = result["images"].shape[-1]
+    renders = np.stack(
+        [render_prompt(p, size, np.random.default_rng([args.seed, i])) for i, p in enumerate(prompts)]
+    )
+    noise = torch.rand(len(prompts), 3, size, size, generator=torch.Generator().manual_seed(args.seed))
+    for name, images in (("real renders (ceiling)", list(renders)), ("uniform noise (floor)", noise)):
+        scores = score_shapes(images, prompts)
+        rows.append(
+            {"run": name, "conditioning": "", "unet_steps": None, "images_per_second": None, **scores}
+        )
+
     with open(output.with_suffix(".jsonl"), "a") as f:
         for row in rows:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps({k: v for k, v in row.items() if k != "correct"}) + "\n")
     header = ["run", "conditioning", "UNet steps", *SHAPES_FAMILIES, "overall", "images/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["run"], row["conditioning"], f"{row['unet_steps']:,}"]
+        cells = [row["run"], row["conditioning"], f"{row['unet_steps']:,}" if row["unet_steps"] else ""]
         cells += [f"{row[family]:.3f}" for family in (*SHAPES_FAMILIES, "overall")]
-        cells.append(f"{row['images_per_second']:.1f}")
+        cells.append(f"{row['images_per_second']:.1f}" if row["images_per_second"] else "")
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n\nProtocol: " + rows[0]["protocol"] + "\n"
     output.with_suffix(".md").write_text(text)
