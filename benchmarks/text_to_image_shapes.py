@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import yaml
 
-from latentzoo.evaluation import SHAPES_FAMILIES, evaluate_shapes, score_shapes, shapes_prompts
+from latentzoo.data import load_dataset
+from latentzoo.evaluation import SHAPES_FAMILIES, detect_shapes, evaluate_shapes, score_shapes, shapes_prompts
 from latentzoo.evaluation.shapes import render_prompt
 from latentzoo.pipelines.loading import load_pipeline
 from latentzoo.training.trainer import make_image_grid
@@ -49,6 +50,22 @@ def run_facts(run: Path) -> dict:
             facts[f"{name}_steps"] = stage["global_step"]
             facts[f"{name}_minutes"] = stage["elapsed_seconds"] / 60
     return facts
+
+
+def vae_recovery(pipeline, num_scenes: int = 200) -> float:
+    """Share of the shapes in `num_scenes` validation scenes whose kind and colour the detector finds again in the
+    run's VAE reconstructions: the ceiling the latent space puts on every score."""
+    dataset = load_dataset("shapes", split="validation", size=num_scenes)
+    vae = pipeline.vae
+    reconstructions = vae.decode(vae.encode(dataset.pixel_values).latent_dist.mean).sample
+    found = total = 0
+    for image, scene in zip(
+        (reconstructions / 2 + 0.5).clamp(0, 1), dataset.attributes["scenes"], strict=True
+    ):
+        detected = {(shape.kind, shape.color) for shape in detect_shapes(image)}
+        found += sum((shape.kind, shape.color) in detected for shape in scene.shapes)
+        total += len(scene.shapes)
+    return found / total
 
 
 def main() -> None:
@@ -79,6 +96,7 @@ def main() -> None:
         )
         seconds = time.perf_counter() - start
         row = {**run_facts(run), **result["metrics"], "images_per_second": len(result["prompts"]) / seconds}
+        row["vae_recovery"] = vae_recovery(pipeline)
         row["protocol"] = result["protocol"]
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "protocol"}))
@@ -99,18 +117,34 @@ def main() -> None:
     for name, images in (("real renders (ceiling)", list(renders)), ("uniform noise (floor)", noise)):
         scores = score_shapes(images, prompts)
         rows.append(
-            {"run": name, "conditioning": "", "unet_steps": None, "images_per_second": None, **scores}
+            {
+                "run": name,
+                "conditioning": "",
+                "unet_steps": None,
+                "images_per_second": None,
+                "vae_recovery": None,
+            }
+            | scores
         )
 
     with open(output.with_suffix(".jsonl"), "a") as f:
         for row in rows:
             f.write(json.dumps({k: v for k, v in row.items() if k != "correct"}) + "\n")
-    header = ["run", "conditioning", "UNet steps", *SHAPES_FAMILIES, "overall", "images/s"]
+    header = [
+        "run",
+        "conditioning",
+        "UNet steps",
+        *SHAPES_FAMILIES,
+        "overall",
+        "images/s",
+        "VAE keeps kind + colour",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["run"], row["conditioning"], f"{row['unet_steps']:,}" if row["unet_steps"] else ""]
         cells += [f"{row[family]:.3f}" for family in (*SHAPES_FAMILIES, "overall")]
         cells.append(f"{row['images_per_second']:.1f}" if row["images_per_second"] else "")
+        cells.append(f"{row['vae_recovery']:.3f}" if row["vae_recovery"] is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n\nProtocol: " + rows[0]["protocol"] + "\n"
     output.with_suffix(".md").write_text(text)
