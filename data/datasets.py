@@ -443,8 +443,8 @@ def load_imagefolder(
         validation_fraction=VALIDATION_FRACTION,
         dataset_kwargs=kwargs,
     )
-    display_name = f"imagefolder:{os.path.basename(os.path.normpath(os.path.abspath(path)))}"
-    return _dataset_from_prepared(prepared, f"imagefolder:{path}", display_name, split, seed, random_flip)
+    name = f"imagefolder:{path}"
+    return _dataset_from_prepared(prepared, name, dataset_display_name(name), split, seed, random_flip)
 
 
 def load_hub_dataset(
@@ -506,6 +506,14 @@ def load_hub_dataset(
         dataset_kwargs=kwargs,
     )
     return _dataset_from_prepared(prepared, f"hub:{name}", f"hub:{name}", split, seed, random_flip)
+
+
+def dataset_display_name(name: str) -> str:
+    """How model cards and saved configs name dataset `name`: `imagefolder:<folder name>`, never a local path."""
+    if name.startswith("imagefolder:"):
+        path = name.removeprefix("imagefolder:")
+        return f"imagefolder:{os.path.basename(os.path.normpath(os.path.abspath(path)))}"
+    return name
 
 
 def load_dataset(

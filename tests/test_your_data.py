@@ -166,6 +166,14 @@ def test_text2img_trains_every_stage_on_a_tiny_folder(tmp_path):
     assert "16x16 RGB" in card
     assert ModelCard.load(output_dir / "README.md").data.pipeline_tag == "text-to-image"
 
+    # The same folders, now asked to serve a run on other data: refused before any training, naming the stage.
+    other = load_config(None, [*text2img_overrides(tmp_path, folder), "dataset=digits"])
+    with pytest.raises(
+        ValueError,
+        match=r"Stage vae: .* trained with dataset 'imagefolder:my-pictures' \(this run: 'digits'\)",
+    ):
+        train(other)
+
 
 def test_text2img_resolution_must_fit_the_vae_and_unet(tmp_path):
     folder = write_folder(tmp_path / "pics", size=12)

@@ -163,8 +163,8 @@ class TrainingConfig:
         return {**arguments, **self.dataset_kwargs}
 
 
-# What a stage inherits from the run that builds on it: the data, the seed, and how steps are computed (mixed
-# precision cannot differ: Accelerate fixes it once per process, and stages train in the run's process).
+# What a stage inherits from the run that builds on it: the data, the seed, precision, attention and logging (mixed
+# precision cannot even be overridden: Accelerate fixes it once per process, and stages train in the run's process).
 DATA_KEYS = (
     "dataset",
     "resolution",

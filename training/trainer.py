@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..data import load_dataset
+from ..data.datasets import dataset_display_name
 from ..models.attention import use_blockwise_attention
 from .config import TrainingConfig, config_to_dict
 from .cpu_memory import retain_freed_memory
@@ -564,6 +565,27 @@ def _flat_hparams(config: dict, prefix: str = "") -> dict:
     return flat
 
 
+def check_stage_data(stage, stage_config: TrainingConfig) -> None:
+    """Refuse a stage folder whose model was trained on other data than this run's (its training_config.yaml says):
+    a VAE of the digits must not silently become the latent space of a run on your own images."""
+    saved_path = Path(stage.output_dir) / "training_config.yaml"
+    if not saved_path.is_file():
+        return  # a model from elsewhere (e.g. the Hub): the user chose it
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    wanted = {
+        "dataset": dataset_display_name(stage_config.dataset),
+        "resolution": stage_config.resolution,
+        "channels": stage_config.channels,
+    }
+    differences = {key: (saved.get(key), value) for key, value in wanted.items() if saved.get(key) != value}
+    if differences:
+        described = ", ".join(f"{key} {old!r} (this run: {new!r})" for key, (old, new) in differences.items())
+        raise ValueError(
+            f"Stage {stage.name}: {stage.output_dir} holds a model trained with {described}. Train this run into "
+            "another output_dir (its stage folders move with it), or delete that folder to train the stage again."
+        )
+
+
 def train(config: TrainingConfig, end_training: bool = True) -> Path:
     """Train the stages `config` builds on that hold no model yet (text2img's VAE and text encoder), then `config`
     itself; return its output_dir.
@@ -575,6 +597,7 @@ def train(config: TrainingConfig, end_training: bool = True) -> Path:
 
     for stage, stage_config in stage_configs(config):
         if stage.trained:
+            check_stage_data(stage, stage_config)
             logging.getLogger(__name__).info(
                 f"Stage {stage.name}: {stage.output_dir} holds a model; not trained again."
             )
