@@ -31,8 +31,6 @@ import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +43,8 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from latentzoo.data import load_clip_tokenizer
 from latentzoo.models.contrastive import ConvImageEncoder, caption_targets, contrastive_loss
+
+from .cache import cache_root, save_to_cache
 
 logger = logging.getLogger(__name__)
 
@@ -426,8 +426,7 @@ def describe_held_out(metrics: dict) -> str:
 # ---------------------------------------------------------------------------------------------- cache
 def default_cache_dir() -> Path:
     """`$LATENTZOO_CACHE/domain-v1`, by default `~/.cache/latentzoo/domain-v1`."""
-    root = os.environ.get("LATENTZOO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "latentzoo")
-    return Path(root) / DOMAIN_VERSION
+    return cache_root() / DOMAIN_VERSION
 
 
 def dataset_fingerprint(dataset, load_options: dict | None = None, recipe: dict | None = None) -> str:
@@ -483,17 +482,7 @@ def load_domain_encoder(
         )
         encoder, metrics = train_domain_encoder(dataset_train, dataset_validation, **recipe)
         metrics = {"dataset": dataset_train.name, "load_options": load_options or {}, **metrics}
-        root.mkdir(parents=True, exist_ok=True)
-        # Write into a temporary folder, then rename: a crash or a concurrent run never leaves a half encoder.
-        staging = Path(tempfile.mkdtemp(prefix=f".{fingerprint}-", dir=root))
-        encoder.save_pretrained(staging)
-        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-        if retrain and folder.exists():
-            shutil.rmtree(folder)
-        try:
-            staging.rename(folder)
-        except OSError:  # another process cached an encoder meanwhile: keep theirs
-            shutil.rmtree(staging, ignore_errors=True)
+        save_to_cache(encoder, metrics, folder, METRICS_FILE, replace=retrain)
     encoder = DomainEncoder.from_pretrained(folder)
     encoder.metrics = json.loads(metrics_path.read_text())
     encoder.fingerprint = fingerprint

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +23,8 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from latentzoo.data import load_dataset
+
+from .cache import cache_root, save_to_cache
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +199,7 @@ def train_judge(
 
 def default_cache_dir() -> Path:
     """`$LATENTZOO_CACHE/judge-v1`, by default `~/.cache/latentzoo/judge-v1`."""
-    root = os.environ.get("LATENTZOO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "latentzoo")
-    return Path(root) / JUDGE_VERSION
+    return cache_root() / JUDGE_VERSION
 
 
 def load_judge(cache_dir: str | os.PathLike | None = None, retrain: bool = False, device="cpu") -> Judge:
@@ -219,17 +218,7 @@ def load_judge(cache_dir: str | os.PathLike | None = None, retrain: bool = False
     if retrain or not metrics_path.is_file():
         logger.info("Training the judge on the mnist training split (cached at %s).", cache_dir)
         judge, metrics = train_judge()
-        cache_dir.parent.mkdir(parents=True, exist_ok=True)
-        # Write into a temporary folder, then rename: a crash or a concurrent run never leaves a half judge.
-        staging = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}-", dir=cache_dir.parent))
-        judge.save_pretrained(staging)
-        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-        if retrain and cache_dir.exists():
-            shutil.rmtree(cache_dir)
-        try:
-            staging.rename(cache_dir)
-        except OSError:  # another process cached a judge meanwhile: keep theirs
-            shutil.rmtree(staging, ignore_errors=True)
+        save_to_cache(judge, metrics, cache_dir, METRICS_FILE, replace=retrain)
     judge = Judge.from_pretrained(cache_dir)
     judge.metrics = json.loads(metrics_path.read_text())
     judge.validation_accuracy = judge.metrics["validation_accuracy"]
