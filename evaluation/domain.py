@@ -39,10 +39,14 @@ import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from latentzoo.data import load_clip_tokenizer
-from latentzoo.models.contrastive import ConvImageEncoder, caption_targets, contrastive_loss
+from latentzoo.models.contrastive import (
+    ConvImageEncoder,
+    caption_targets,
+    contrastive_loss,
+    small_clip_text_model,
+)
 
 from .cache import cache_root, save_to_cache
 
@@ -101,19 +105,8 @@ class DomainEncoder(ModelMixin, ConfigMixin):
         self.classifier = None if num_classes is None else torch.nn.Linear(embed_dim, num_classes)
         self.text_encoder = self.text_projection = None
         if text_hidden_size is not None:
-            self.text_encoder = CLIPTextModel(
-                CLIPTextConfig(
-                    vocab_size=49408,
-                    hidden_size=text_hidden_size,
-                    num_hidden_layers=text_num_layers,
-                    num_attention_heads=text_num_heads,
-                    intermediate_size=text_intermediate_size,
-                    max_position_embeddings=max_prompt_length,
-                    # CLIP's special tokens: the pooled output is the hidden state at the first <|endoftext|>.
-                    bos_token_id=49406,
-                    eos_token_id=49407,
-                    pad_token_id=49407,
-                )
+            self.text_encoder = small_clip_text_model(
+                text_hidden_size, text_num_layers, text_num_heads, text_intermediate_size, max_prompt_length
             )
             self.text_projection = torch.nn.Linear(text_hidden_size, embed_dim, bias=False)
         # log(1/τ), clipped at log(100) as in CLIP (sec. 2.5 of arXiv:2103.00020).

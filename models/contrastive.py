@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers import CLIPTextConfig, CLIPTextModel
 
 
 def contrastive_loss(
@@ -75,3 +76,24 @@ class ConvImageEncoder(torch.nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.projection(self.blocks(pixel_values).mean(dim=(2, 3)))
+
+
+def small_clip_text_model(
+    hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int, max_prompt_length: int
+) -> CLIPTextModel:
+    """A CLIPTextModel of the given sizes for CLIP's BPE vocabulary (`latentzoo.data.load_clip_tokenizer`), to train
+    from scratch: text2img's and the contrastive stage's text encoder, and the domain encoder's text tower."""
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_prompt_length,
+            # CLIP's special tokens: the pooled output is the hidden state at the first <|endoftext|>.
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )

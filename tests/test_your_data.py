@@ -183,6 +183,21 @@ def test_text2img_resolution_must_fit_the_vae_and_unet(tmp_path):
         train(config)
 
 
+def folder_run(task, folder, tmp_path, *model):
+    """Overrides of a 2-step run of `task` on `folder` at 8 px into tmp_path/run."""
+    return [
+        f"task={task}",
+        f"dataset=imagefolder:{folder}",
+        "resolution=8",
+        f"output_dir={tmp_path / 'run'}",
+        "max_train_steps=2",
+        "train_batch_size=4",
+        "report_to=none",
+        "num_validation_images=2",
+        *model,
+    ]
+
+
 @pytest.mark.parametrize("task", ["ddpm", "gan"])
 def test_a_labelled_folder_trains_class_conditional_models(tmp_path, task):
     folder = write_folder(tmp_path / "labelled", labelled=True, count=12)
@@ -195,21 +210,7 @@ def test_a_labelled_folder_trains_class_conditional_models(tmp_path, task):
             "model.discriminator_channels=[8, 16]",
         ]
     )
-    config = load_config(
-        None,
-        [
-            f"task={task}",
-            f"dataset=imagefolder:{folder}",
-            "resolution=8",
-            f"output_dir={tmp_path / 'run'}",
-            "max_train_steps=2",
-            "train_batch_size=4",
-            "report_to=none",
-            "num_validation_images=2",
-            "model.class_conditional=true",
-            *model,
-        ],
-    )
+    config = load_config(None, folder_run(task, folder, tmp_path, "model.class_conditional=true", *model))
     pipe = load_pipeline(train(config))
     images = pipe(class_labels=[0, 1], generator=torch.Generator().manual_seed(0), output_type="np").images
     assert images.shape == (2, 8, 8, 3) and np.isfinite(images).all()
@@ -223,19 +224,7 @@ def test_an_unlabelled_grayscale_folder_trains_the_autoencoders(tmp_path, task):
     for path in folder.glob("*.png"):
         Image.open(path).convert("L").save(path)
     config = load_config(
-        None,
-        [
-            f"task={task}",
-            f"dataset=imagefolder:{folder}",
-            "resolution=8",
-            f"output_dir={tmp_path / 'run'}",
-            "max_train_steps=2",
-            "train_batch_size=4",
-            "report_to=none",
-            "num_validation_images=2",
-            "model.latent_dim=2",
-            "model.block_out_channels=[4, 8]",
-        ],
+        None, folder_run(task, folder, tmp_path, "model.latent_dim=2", "model.block_out_channels=[4, 8]")
     )
     pipe = load_pipeline(train(config))
     images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images

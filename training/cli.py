@@ -129,14 +129,14 @@ def _dataset_options(run_config: dict, name: str) -> dict:
     `dataset_kwargs` too when `name` is of the same kind (mnist, shapes, imagefolder:, hub:) as the run's
     dataset. Never `random_flip`: evaluation compares with the images as they are.
     """
-    options = {"image_size": run_config.get("resolution"), "seed": run_config.get("seed", 0)}
-    for key in ("channels", "caption_column", "label_column"):
-        if run_config.get(key) is not None:
-            options[key] = run_config[key]
+    from .config import TrainingConfig, build_dataclass
+
+    config = build_dataclass(TrainingConfig, {**run_config, "model": {}})
+    config.random_flip = False
     trained_on = str(run_config.get("dataset", ""))
-    if trained_on.split(":", 1)[0] == name.split(":", 1)[0]:
-        options.update(run_config.get("dataset_kwargs") or {})
-    return options
+    if trained_on.split(":", 1)[0] != name.split(":", 1)[0]:
+        config.dataset_kwargs = {}
+    return config.dataset_arguments()
 
 
 def _judge_report(model_dir: Path, args: argparse.Namespace) -> dict:

@@ -13,10 +13,11 @@ from typing import Literal
 
 import torch
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from ...data import load_clip_tokenizer
 from ...models.conditioning import PromptProjection
+from ...models.contrastive import small_clip_text_model
 from ...pipelines.text_to_image import LatentTextToImagePipeline
 from .base import Stage, TaskConfig, TrainingTask
 from .diffusion import (
@@ -156,19 +157,12 @@ class LatentDataset(torch.utils.data.Dataset):
 
 def build_text_encoder(config) -> CLIPTextModel:
     """A small CLIPTextModel from a config's ``text_*`` and ``max_prompt_length`` keys (text2img, clip_text)."""
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=config.text_hidden_size,
-            num_hidden_layers=config.text_num_layers,
-            num_attention_heads=config.text_num_heads,
-            intermediate_size=config.text_intermediate_size,
-            max_position_embeddings=config.max_prompt_length,
-            # CLIP's special tokens: the pooled output is the hidden state at the first <|endoftext|>.
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
+    return small_clip_text_model(
+        config.text_hidden_size,
+        config.text_num_layers,
+        config.text_num_heads,
+        config.text_intermediate_size,
+        config.max_prompt_length,
     )
 
 
