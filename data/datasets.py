@@ -33,6 +33,7 @@ from .imagefolder import (
     TEXT_COLUMNS,
     VALIDATION_SPLITS,
     PreparedSplit,
+    missing_data_hint,
     prepare_hub_dataset,
     prepare_imagefolder,
 )
@@ -133,6 +134,25 @@ class ImageDataset(torch.utils.data.Dataset):
     @property
     def has_captions(self) -> bool:
         return self._captions is not None
+
+    def require(self, what: str, purpose: str, otherwise: str | None = None) -> None:
+        """Raise a ValueError unless the items carry `what` ("captions" or "class_labels"), which `purpose` (e.g.
+        "The text2img task") needs; the message says how to give this dataset them, then `otherwise`."""
+        if what not in ("captions", "class_labels"):
+            raise ValueError(f"`what` must be 'captions' or 'class_labels', got {what!r}.")
+        if self.has_captions if what == "captions" else self.class_labels is not None:
+            return
+        column = "caption_column" if what == "captions" else "label_column"
+        if self.name.startswith("imagefolder:"):
+            hint = missing_data_hint(self.name.removeprefix("imagefolder:"), what)
+        elif self.name.startswith("hub:"):
+            hint = f"Name the dataset's column that holds them with {column}=NAME."
+        else:
+            hint = "mnist, digits and shapes have both captions and class labels."
+        otherwise = f" Otherwise, {otherwise}." if otherwise else ""
+        raise ValueError(
+            f"{purpose} needs {what.replace('_', ' ')}, but {self.display_name} has none. {hint}{otherwise}"
+        )
 
     def caption_index(self, index: int) -> int:
         """Which of `captions(index)` item `index` shows in the current epoch."""

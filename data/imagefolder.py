@@ -286,6 +286,36 @@ def _read_csv(metadata_path: str) -> list[tuple[int, dict]]:
         return [(reader.line_num, dict(row)) for row in reader]
 
 
+def missing_data_hint(path: str, what: str) -> str:
+    """How to give the folder `path` captions (`what`="captions") or class labels ("class_labels"), naming its
+    metadata file and the columns that file has."""
+    metadata = next(
+        (
+            os.path.join(path, name)
+            for name in METADATA_FILENAMES[:2]
+            if os.path.isfile(os.path.join(path, name))
+        ),
+        None,
+    )
+    columns = []
+    if metadata is not None:
+        rows = _read_jsonl(metadata) if metadata.endswith(".jsonl") else _read_csv(metadata)
+        columns = list(dict.fromkeys(key for _, row in rows for key in row))
+    if what == "captions":
+        if metadata is None:
+            return f"Add {os.path.join(path, 'metadata.jsonl')} with one line per image, e.g. {_METADATA_EXAMPLE}."
+        return (
+            f"{metadata} has the columns {columns}, none of them a caption column {list(TEXT_COLUMNS)}: add a "
+            f'"text" caption to every line, or name your caption column with caption_column=NAME.'
+        )
+    where = metadata or os.path.join(path, "metadata.jsonl")
+    listed = f" (its columns: {columns})" if metadata is not None else ""
+    return (
+        f"Put the images in one sub-folder per class (named after it), or give every line of {where}{listed} a "
+        f'"{LABEL_COLUMN}" (or name your label column with label_column=NAME).'
+    )
+
+
 def check_folder(
     path: str,
     entries: Sequence[tuple[str, int, int]],

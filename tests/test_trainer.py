@@ -2,13 +2,18 @@
 
 import json
 import os
+import random
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from diffusers import AutoencoderKL
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from safetensors.torch import load_file
@@ -301,3 +306,255 @@ def test_two_process_cpu_launch_trains_one_model(tmp_path):
     assert json.loads((tmp_path / "train_state.json").read_text())["world_size"] == 2
     # both ranks stepped the same 4 updates, each on half of the batch
     assert reports[0]["global_step"] == reports[1]["global_step"] == 4
+
+
+# ------------------------------------------------------------------------------------------ reliability
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("learning_rate=.nan", r"`learning_rate` must be a finite number"),
+        ("learning_rate=.inf", r"`learning_rate` must be a finite number"),
+        ("max_train_minutes=.nan", r"`max_train_minutes` must be a finite number"),
+        ("max_grad_norm=.nan", r"`max_grad_norm` must be a finite number"),
+        ("adam_epsilon=.nan", r"`adam_epsilon` must be a finite number"),
+        ("adam_epsilon=0", r"`adam_epsilon` must be positive"),
+        ("adam_beta2=1.0", r"`adam_beta2` must be in \[0, 1\)"),
+        ("num_validation_images=-4", r"`num_validation_images` must be >= 1"),
+        ("lr_warmup_steps=-1", r"`lr_warmup_steps` must be >= 0"),
+        ("seed=-1", r"`seed` must be in \[0, 4294967295\]"),
+        ("checkpointing_steps=0", r"`checkpointing_steps` must be >= 1"),
+        ("ema_decay=1", r"`ema_decay` must be in \[0, 1\)"),
+        ("model.kl_weight=-1e-6", r"`model.kl_weight` must be >= 0"),
+        ("model.block_out_channels=[]", r"`model.block_out_channels` needs at least one entry"),
+        ("model.block_out_channels=[4, 0]", r"`model.block_out_channels\[1\]` must be >= 1"),
+        ("model.scaling_samples=0", r"`model.scaling_samples` must be >= 1"),
+    ],
+)
+def test_every_number_is_checked_against_its_range_before_any_work(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [*TINY, override])
+
+
+@pytest.mark.parametrize(
+    "preset, override, message",
+    [
+        ("ddpm-mnist", "model.num_train_timesteps=0", r"`model.num_train_timesteps` must be >= 1"),
+        ("ddpm-mnist", "model.label_dropout=1", r"`model.label_dropout` must be in \[0, 1\)"),
+        ("gan-mnist", "model.adam_betas=[0.5, 1.5]", r"`model.adam_betas\[1\]` must be in \[0, 1\)"),
+        ("gan-mnist", "model.generator_learning_rate=.nan", r"generator_learning_rate` must be a finite"),
+        ("text2img-mnist", "model.validation_guidance_scale=-1", r"validation_guidance_scale` must be >= 0"),
+        (
+            "text2img-mnist",
+            "stages.vae.model.kl_weight=.inf",
+            r"Stage 'vae'.*`model.kl_weight` must be a finite",
+        ),
+        ("clip_text-mnist", "model.initial_temperature=0", r"`model.initial_temperature` must be positive"),
+    ],
+)
+def test_task_numbers_are_checked_for_every_family(preset, override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(preset, [override])
+
+
+def test_a_config_built_in_python_is_checked_like_yaml():
+    from latentzoo.training.config import TrainingConfig
+    from latentzoo.training.tasks.ddpm import DDPMConfig
+
+    with pytest.raises(ValueError, match=r"`learning_rate` must be a finite number, got nan"):
+        TrainingConfig(learning_rate=float("nan"))
+    with pytest.raises(ValueError, match=r"`model.num_train_timesteps` must be >= 1, got 0"):
+        DDPMConfig(num_train_timesteps=0)
+    assert TrainingConfig(learning_rate=1).learning_rate == 1.0  # an int where a float is declared is fine
+
+
+class NaNAtStep(AutoencoderKLTask):
+    """Its loss turns NaN in optimizer step `step` (1-based), as an overflow or a bad batch would."""
+
+    step = 3
+
+    def training_step(self, batch, modules):
+        self.calls = getattr(self, "calls", 0) + 1
+        outputs = super().training_step(batch, modules)
+        if self.calls == self.step:
+            outputs["loss"] = outputs["loss"] * float("nan")
+        return outputs
+
+
+def saved_tensors_are_finite(folder: Path) -> int:
+    """Check every tensor of every safetensors file under `folder`; return how many files were checked."""
+    files = list(folder.rglob("*.safetensors"))
+    for path in files:
+        for name, tensor in load_file(path).items():
+            assert torch.isfinite(tensor).all(), f"{path}: {name}"
+    return len(files)
+
+
+def test_a_nan_loss_stops_the_run_at_that_step_and_saves_nothing_from_it(tmp_path):
+    from latentzoo.training.trainer import NonFiniteLossError
+
+    config = tiny_config(tmp_path, "max_train_steps=10", "checkpointing_steps=1", "use_ema=true")
+    with pytest.raises(NonFiniteLossError, match=r"(?s)diverged at step 3: loss/loss = nan.*checkpoint-2"):
+        Trainer(config, task_class=NaNAtStep).train()
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["checkpoint-1", "checkpoint-2"]
+    assert not (tmp_path / "config.json").exists() and not (tmp_path / "train_state.json").exists()
+    assert saved_tensors_are_finite(tmp_path) == 4  # weights and EMA of both checkpoints
+
+
+def test_a_nan_in_an_accumulated_micro_batch_stops_the_step(tmp_path):
+    from latentzoo.training.trainer import NonFiniteLossError
+
+    # Micro-batch 3 belongs to optimizer step 2 (two micro-batches per step); clipping off, so only the loss shows it.
+    config = tiny_config(
+        tmp_path,
+        "max_train_steps=5",
+        "gradient_accumulation_steps=2",
+        "max_grad_norm=null",
+        "checkpointing_steps=1",
+    )
+    with pytest.raises(NonFiniteLossError, match=r"diverged at step 2: loss/loss = nan"):
+        Trainer(config, task_class=NaNAtStep).train()
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["checkpoint-1"]
+
+
+def test_an_exploding_learning_rate_is_caught_and_nothing_non_finite_is_written(tmp_path):
+    from latentzoo.training.trainer import NonFiniteLossError
+
+    config = tiny_config(tmp_path, "max_train_steps=30", "checkpointing_steps=1", "learning_rate=1e10")
+    with pytest.raises(
+        NonFiniteLossError, match=r"(diverged at step \d+|weights are not finite).*learning_rate"
+    ):
+        Trainer(config).train()
+    assert not (tmp_path / "config.json").exists()
+    saved_tensors_are_finite(tmp_path)
+
+
+def test_latest_skips_a_checkpoint_with_a_missing_or_truncated_file(tmp_path):
+    common = ["max_train_steps=6", "checkpointing_steps=2"]
+    Trainer(tiny_config(tmp_path, *common)).train()
+    checkpoints = tmp_path / "checkpoints"
+    assert (checkpoints / "checkpoint-6" / "manifest.json").is_file()
+    (checkpoints / "checkpoint-6" / "train_state.json").unlink()  # a crash in a copy
+    with open(checkpoints / "checkpoint-4" / "model.safetensors", "r+b") as f:  # a disk-full
+        f.truncate(100)
+    assert [p.name for p in list_checkpoints(checkpoints)] == ["checkpoint-2"]
+    with pytest.raises(
+        ValueError, match=r"checkpoint-6.*not a complete checkpoint folder \(train_state.json is missing"
+    ):
+        Trainer(
+            tiny_config(tmp_path, *common, f"resume_from_checkpoint={checkpoints / 'checkpoint-6'}")
+        ).train()
+
+    resumed = Trainer(tiny_config(tmp_path, *common, "resume_from_checkpoint=latest"))
+    resumed.train()
+    assert json.loads((checkpoints / "checkpoint-6" / "train_state.json").read_text())["global_step"] == 6
+    assert list_checkpoints(checkpoints)[-1].name == "checkpoint-6"  # rewritten, complete again
+
+
+def test_a_second_run_into_a_finished_folder_is_refused_unless_asked_to_overwrite(tmp_path):
+    Trainer(tiny_config(tmp_path, "max_train_steps=4", "checkpointing_steps=2")).train()
+    before = (tmp_path / "diffusion_pytorch_model.safetensors").read_bytes()
+    with pytest.raises(
+        ValueError, match=r"already holds a finished model.*resume_from_checkpoint=latest.*overwrite"
+    ):
+        Trainer(tiny_config(tmp_path, "max_train_steps=3", "seed=1")).train()
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").read_bytes() == before  # untouched
+    assert yaml.safe_load((tmp_path / "training_config.yaml").read_text())["seed"] == 0
+
+    Trainer(
+        tiny_config(
+            tmp_path, "max_train_steps=3", "seed=1", "checkpointing_steps=3", "overwrite_output_dir=true"
+        )
+    ).train()
+    # Only the new run's checkpoints: a later `latest` cannot resume the old run.
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["checkpoint-3"]
+    assert json.loads((tmp_path / "train_state.json").read_text())["global_step"] == 3
+
+
+def test_an_unfinished_run_is_refused_too_and_resume_continues_it(tmp_path):
+    common = ["max_train_steps=15", "checkpointing_steps=5", "train_batch_size=128"]
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(tmp_path, *common), task_class=InterruptedTask).train()
+    with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(1\)"):
+        Trainer(tiny_config(tmp_path, *common)).train()
+    Trainer(tiny_config(tmp_path, *common, "resume_from_checkpoint=latest")).train()
+    assert json.loads((tmp_path / "train_state.json").read_text())["global_step"] == 15
+
+
+SLOW_TRAIN = Path(__file__).parent / "slow_train.py"
+SOAK = [
+    "max_train_steps=24",
+    "checkpointing_steps=1",
+    "checkpoints_total_limit=2",
+    "use_ema=true",
+    "lr_scheduler=cosine",
+    "lr_warmup_steps=2",
+    "train_batch_size=64",  # 28 batches per epoch: the runs cross no epoch boundary but resume mid-epoch
+]
+
+
+def start_slow_run(output_dir: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, str(SLOW_TRAIN), *TINY, f"output_dir={output_dir}", *overrides]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(process: subprocess.Popen, checkpoint_dir: Path, step: int, timeout: float = 120):
+    """Wait until a complete checkpoint of at least `step` exists (the run is then mid-way), or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        checkpoints = list_checkpoints(checkpoint_dir)
+        if checkpoints and int(checkpoints[-1].name.split("-")[1]) >= step:
+            return
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before step {step}: {process.stderr.read()[-2000:]}")
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail(f"no checkpoint of step {step} within {timeout} s")
+
+
+def final_weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(output_dir / "diffusion_pytorch_model.safetensors")
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_is_bit_identical(tmp_path):
+    Trainer(tiny_config(tmp_path / "straight", *SOAK)).train()
+
+    run = tmp_path / "interrupted"
+    process = start_slow_run(run, *SOAK)
+    wait_for_checkpoint(process, run / "checkpoints", 3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    step = int(re.search(r"SIGTERM at step (\d+): checkpoint written to (\S+)\.", stderr).group(1))
+    assert 3 <= step < 24
+    assert list_checkpoints(run / "checkpoints")[-1].name == f"checkpoint-{step}"
+    assert not (run / "diffusion_pytorch_model.safetensors").exists()
+
+    Trainer(tiny_config(run, *SOAK, "resume_from_checkpoint=latest")).train()
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(run)
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    last = checkpoint_tensors(tmp_path / "straight" / "checkpoints" / "checkpoint-24")
+    for key, value in checkpoint_tensors(run / "checkpoints" / "checkpoint-24").items():
+        assert torch.equal(last[key], value), key
+
+
+def test_kill_and_resume_soak_ends_bit_identical(tmp_path):
+    """SIGKILL at 5 random moments (mid-step or mid-save), each time resumed from `latest`."""
+    Trainer(tiny_config(tmp_path / "straight", *SOAK)).train()
+    run = tmp_path / "killed"
+    kill_after = sorted(random.Random(0).sample(range(2, 22), 5))
+    for step in kill_after:
+        process = start_slow_run(run, *SOAK, "resume_from_checkpoint=latest")
+        wait_for_checkpoint(process, run / "checkpoints", step)
+        time.sleep(random.Random(step).uniform(0, 0.06))  # anywhere in the next step or its save
+        process.kill()
+        process.communicate()
+    Trainer(tiny_config(run, *SOAK, "resume_from_checkpoint=latest")).train()
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(run)
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert json.loads((run / "train_state.json").read_text())["global_step"] == 24

@@ -253,6 +253,30 @@ def test_an_unlabelled_folder_asked_for_classes_fails_before_training(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_captionless_folder_fails_before_any_stage_trains_naming_its_metadata(tmp_path):
+    folder = write_folder(tmp_path / "pics", captions=False)
+    (folder / "metadata.jsonl").write_text(
+        "".join(json.dumps({"file_name": f"{i:03d}.png", "style": "flat"}) + "\n" for i in range(8))
+    )
+    config = load_config(None, text2img_overrides(tmp_path, folder))
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)The clip_text task of stage text_encoder .* needs captions, but imagefolder:pics has none\. "
+        r".*pics/metadata\.jsonl has the columns \['file_name', 'style'\].*caption_column=NAME",
+    ):
+        train(config)
+    assert not (tmp_path / "run").exists()  # not even the VAE stage trained
+
+    # Without the contrastive stage the text2img task itself says the same, before its VAE stage trains.
+    config = load_config(
+        None,
+        [*text2img_overrides(tmp_path, folder), "model.text_encoder=null", "model.text_encoder_config=null"],
+    )
+    with pytest.raises(ValueError, match=r"The text2img task needs captions.*caption_column=NAME"):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
 RUN = textwrap.dedent(
     """
     import sys

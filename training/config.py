@@ -17,13 +17,57 @@ its choices is a ``ValueError`` that names the valid keys or choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric config field, declared with its type: ``Annotated[int, Range(min=1)]``.
+
+    `load_config` and every config dataclass check it (with the type) before any work, so ``learning_rate=-1`` or
+    ``model.num_train_timesteps=0`` is a ValueError naming the key and the range, not a crash deep in torch.
+    """
+
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+
+    def __str__(self) -> str:
+        if self.max is None:
+            if self.min == 0 and self.min_exclusive:
+                return "positive (> 0)"
+            return f"{'>' if self.min_exclusive else '>='} {self.min}"
+        if self.min is None:
+            return f"{'<' if self.max_exclusive else '<='} {self.max}"
+        return f"in {'(' if self.min_exclusive else '['}{self.min}, {self.max}{')' if self.max_exclusive else ']'}"
+
+    def check(self, name: str, value: float) -> None:
+        below = self.min is not None and (value <= self.min if self.min_exclusive else value < self.min)
+        above = self.max is not None and (value >= self.max if self.max_exclusive else value > self.max)
+        if below or above:
+            raise ValueError(f"`{name}` must be {self}, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    """A list field that needs at least one entry (the channels of at least one block)."""
+
+
+PositiveInt = Annotated[int, Range(min=1)]
+NonNegativeInt = Annotated[int, Range(min=0)]
+PositiveFloat = Annotated[float, Range(min=0, min_exclusive=True)]
+NonNegativeFloat = Annotated[float, Range(min=0)]
+# A probability that must leave something: dropout rates, EMA decay, Adam's betas.
+UnitInterval = Annotated[float, Range(min=0, max=1, max_exclusive=True)]
+Widths = Annotated[tuple[PositiveInt, ...], NonEmpty()]
 
 MixedPrecision = Literal["no", "bf16", "fp16"]
 LRScheduler = Literal[
@@ -40,7 +84,7 @@ class TrainingConfig:
     # A name `latentzoo.data.load_dataset` knows: mnist, digits, shapes, imagefolder:PATH, hub:NAME.
     dataset: str = "mnist"
     # Square side the images are resized (shorter side) and center-cropped to; null keeps the dataset's own size.
-    resolution: int | None = None
+    resolution: PositiveInt | None = None
     # 1 (grayscale) or 3 (RGB); null keeps the data's own (1 only when every image is grayscale).
     channels: int | None = None
     # Columns of a folder's metadata.jsonl / a hub dataset; null finds them (text/caption/..., a ClassLabel or label).
@@ -53,30 +97,31 @@ class TrainingConfig:
     # The final pipeline is saved here (model_index.json at the top); checkpoints/, logs/ and samples/ beside it.
     output_dir: str = "outputs/run"
     # Seeds model initialisation identically on every process, then data order and noise per process.
-    seed: int = 0
+    # numpy seeds must lie in [0, 2**32 - 1].
+    seed: Annotated[int, Range(min=0, max=2**32 - 1)] = 0
 
     # Budget: training stops at whichever limit comes first. With none given, one epoch. Presets are bounded by
     # steps or epochs only, so the same seed gives the same model on a busy laptop and an idle server.
-    max_train_steps: int | None = None
-    num_epochs: int | None = None
+    max_train_steps: PositiveInt | None = None
+    num_epochs: PositiveInt | None = None
     # Wall-clock budget in minutes, counted across resumed runs; the run stops cleanly and saves when it is spent.
     # A user option: the model it gives depends on how fast the machine is at the time.
-    max_train_minutes: float | None = None
+    max_train_minutes: PositiveFloat | None = None
 
     # Optimisation. The batch is per process; the effective batch is
     # train_batch_size * gradient_accumulation_steps * num_processes.
-    train_batch_size: int = 64
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
+    train_batch_size: PositiveInt = 64
+    gradient_accumulation_steps: PositiveInt = 1
+    learning_rate: PositiveFloat = 1e-4
     # AdamW; weight decay 0 by default because the models here are small and data is the bottleneck.
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 0.0
-    adam_epsilon: float = 1e-8
+    adam_beta1: UnitInterval = 0.9
+    adam_beta2: UnitInterval = 0.999
+    adam_weight_decay: NonNegativeFloat = 0.0
+    adam_epsilon: PositiveFloat = 1e-8
     # Global gradient-norm clip per optimizer; null disables it.
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: PositiveFloat | None = 1.0
     lr_scheduler: LRScheduler = "constant_with_warmup"
-    lr_warmup_steps: int = 0
+    lr_warmup_steps: NonNegativeInt = 0
     # "bf16" runs autocast on CPU and GPU alike (on a 2-core AVX-512 CPU, about 1.1-1.2x faster alone and 1.6-1.8x
     # with attention="blockwise"); "fp16" needs a GPU.
     mixed_precision: MixedPrecision = "no"
@@ -93,23 +138,26 @@ class TrainingConfig:
 
     # Exponential moving average of the weights (diffusers' EMAModel); validation and the saved pipeline use it.
     use_ema: bool = False
-    ema_decay: float = 0.999
+    ema_decay: UnitInterval = 0.999
     # Warm-up of the decay (1 - (1 + step / inv_gamma) ** -power) so early averages are not dominated by init.
     ema_use_warmup: bool = True
-    ema_power: float = 0.75
+    ema_power: PositiveFloat = 0.75
 
-    dataloader_num_workers: int = 0
+    dataloader_num_workers: NonNegativeInt = 0
 
     # Logging, validation, checkpoints. Steps count optimizer updates (after gradient accumulation).
-    logging_steps: int = 10
+    logging_steps: PositiveInt = 10
     # null: validate only at the end of training.
-    validation_steps: int | None = None
-    num_validation_images: int = 16
-    checkpointing_steps: int | None = None
+    validation_steps: PositiveInt | None = None
+    num_validation_images: PositiveInt = 16
+    checkpointing_steps: PositiveInt | None = None
     # Keep at most this many complete checkpoints; older ones are deleted only after a new one is complete.
-    checkpoints_total_limit: int | None = None
+    checkpoints_total_limit: PositiveInt | None = None
     # A checkpoint folder, or "latest" for the newest complete one in output_dir/checkpoints (none: start fresh).
     resume_from_checkpoint: str | None = None
+    # Training into an output_dir that holds a finished model or another run's checkpoints is refused unless this is
+    # true (the old run's checkpoints, samples, logs and metrics are deleted first) or the run resumes.
+    overwrite_output_dir: bool = False
     # "tensorboard", or "none" to log nothing.
     report_to: Literal["tensorboard", "none"] = "tensorboard"
 
@@ -121,32 +169,7 @@ class TrainingConfig:
     stages: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        positive = {
-            "train_batch_size": self.train_batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps,
-            "logging_steps": self.logging_steps,
-            "learning_rate": self.learning_rate,
-        }
-        for name in (
-            "max_train_steps",
-            "num_epochs",
-            "max_train_minutes",
-            "validation_steps",
-            "checkpointing_steps",
-            "checkpoints_total_limit",
-            "max_grad_norm",
-        ):
-            if getattr(self, name) is not None:
-                positive[name] = getattr(self, name)
-        for name, value in positive.items():
-            if value <= 0:
-                raise ValueError(f"`{name}` must be positive, got {value}.")
-        if self.lr_warmup_steps < 0:
-            raise ValueError(f"`lr_warmup_steps` must be >= 0, got {self.lr_warmup_steps}.")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"`ema_decay` must be in [0, 1), got {self.ema_decay}.")
-        if self.resolution is not None and self.resolution < 1:
-            raise ValueError(f"`resolution` must be a positive number of pixels, got {self.resolution}.")
+        check_fields(self)
         if self.channels not in (None, 1, 3):
             raise ValueError(
                 f"`channels` must be 1 (grayscale), 3 (RGB) or null (the data's own), got {self.channels}."
@@ -182,6 +205,15 @@ def _check_value(name: str, value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if annotation is Any:
         return value
+    if origin is Annotated:
+        base, *constraints = typing.get_args(annotation)
+        value = _check_value(name, value, base)
+        for constraint in constraints:
+            if isinstance(constraint, Range):
+                constraint.check(name, value)
+            elif isinstance(constraint, NonEmpty) and len(value) == 0:
+                raise ValueError(f"`{name}` needs at least one entry, got {value!r}.")
+        return value
     if origin is Literal:
         choices = typing.get_args(annotation)
         if value not in choices:
@@ -213,14 +245,18 @@ def _check_value(name: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"`{name}` must be a mapping, got {value!r}.")
         return dict(value)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+    if annotation is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "3e-3" (no dot) as a string; accept what Python reads as a number.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"`{name}` must be a number, got {value!r}.") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"`{name}` must be a number, got {value!r}.")
+        if not math.isfinite(value):
+            raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
         return float(value)
-    if annotation is float and isinstance(value, str):
-        # YAML 1.1 reads "3e-3" (no dot) as a string; accept what Python reads as a number.
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"`{name}` must be a number, got {value!r}.") from None
     if annotation is int and isinstance(value, bool):
         raise ValueError(f"`{name}` must be an integer, got {value!r}.")
     if isinstance(annotation, type) and not isinstance(value, annotation):
@@ -228,11 +264,20 @@ def _check_value(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def check_fields(instance, prefix: str = "") -> None:
+    """Check every field of a config dataclass against its declared type and range, in place (ints become floats
+    where a float is declared). Config dataclasses call it in ``__post_init__``, so a config built in Python is
+    checked like one loaded from YAML."""
+    hints = typing.get_type_hints(type(instance), include_extras=True)
+    for f in dataclasses.fields(instance):
+        setattr(instance, f.name, _check_value(prefix + f.name, getattr(instance, f.name), hints[f.name]))
+
+
 def build_dataclass(cls: type, values: dict[str, Any], prefix: str = ""):
     """Build dataclass `cls` from `values`, checking every key and value against the declared fields."""
     if not isinstance(values, dict):
         raise ValueError(f"`{prefix.rstrip('.') or cls.__name__}` must be a mapping, got {values!r}.")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
@@ -354,6 +399,8 @@ def stage_configs(config: TrainingConfig) -> list[tuple[Any, TrainingConfig]]:
     for stage in stages:
         overrides = {key: getattr(config, key) for key in INHERITED_KEYS}
         overrides["output_dir"] = stage.output_dir
+        if config.resume_from_checkpoint == "latest":  # an interrupted stage continues too
+            overrides["resume_from_checkpoint"] = "latest"
         own = config.stages.get(stage.name) or {}
         if not isinstance(own, dict):
             raise ValueError(f"`stages.{stage.name}` must be a mapping of config keys, got {own!r}.")

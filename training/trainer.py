@@ -4,6 +4,19 @@ It follows accelerate's canonical loop: ``set_seed`` before building models, one
 ``accumulate`` with ``accelerator.backward``; clipping, EMA and ``global_step`` only under ``sync_gradients``;
 ``save_state``/``load_state`` plus ``skip_first_batches`` for resume; sampling and saving on the main process;
 ``end_training`` at the end. Multi-process runs come from ``accelerate launch`` unchanged.
+
+What it guarantees beyond that loop:
+
+- **No silent divergence.** A non-finite loss (or gradient norm, when clipping) stops the run at that step with
+  :class:`NonFiniteLossError`, before the optimizer steps; no checkpoint or model with non-finite weights is ever
+  written, so the last good checkpoint stays ``latest``.
+- **No lost run.** SIGTERM (a cluster's preemption, ``kill``, ``timeout``) or SIGINT (Ctrl-C) finishes the current
+  step, writes a checkpoint and raises :class:`TrainingInterrupted`; ``resume_from_checkpoint=latest`` continues
+  bit-identically. A second signal acts at once.
+- **Only complete checkpoints.** A checkpoint is written into a temporary folder, its ``manifest.json`` (every file
+  and its size) last, then renamed; a folder whose files do not match its manifest is never resumed from.
+- **One run per folder.** An output_dir holding a finished model or another run's checkpoints is refused unless
+  the run resumes or ``overwrite_output_dir=true``.
 """
 
 from __future__ import annotations
@@ -14,7 +27,10 @@ import math
 import os
 import re
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,18 +57,53 @@ from .tasks import TrainingTask, get_task_class
 logger = get_logger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-# Schedules that need to know the total number of steps to decay towards.
+TEMPORARY_PREFIX = ".tmp-checkpoint-"
+# Written last into a checkpoint: every other file and its size. A checkpoint is complete only when they match.
+MANIFEST = "manifest.json"
+# Schedules that do not need to know the total number of steps (the others decay towards it).
 _CONSTANT_SCHEDULES = ("constant", "constant_with_warmup")
 # Entries of a training_step's output named like this are logged (averaged over the logging window), not optimized.
 METRIC_PREFIX = "metrics/"
+# What a run writes into its output_dir besides the model: removed by `overwrite_output_dir=true`.
+RUN_OUTPUTS = ("checkpoints", "samples", "logs", "train_state.json", "metrics.json")
 
 
-def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
-    """Complete checkpoints in `checkpoint_dir`, oldest first.
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: a loss, gradient norm or weight is NaN or infinite. Nothing non-finite was saved."""
 
-    A checkpoint is written to a temporary folder and renamed when complete, so only ``checkpoint-<step>``
-    folders count; an interrupted save leaves a ``.tmp-checkpoint-<step>`` folder that is never chosen.
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT stopped training after a step; `checkpoint` holds it for ``resume_from_checkpoint=latest``.
+
+    A KeyboardInterrupt, like the Ctrl-C it usually is, so ``except Exception`` code does not swallow it.
     """
+
+    def __init__(self, message: str, signal_number: int, checkpoint: Path):
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.checkpoint = checkpoint
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why `path` is not a complete checkpoint (a missing manifest, a missing or truncated file), or None."""
+    path = Path(path)
+    try:
+        files = json.loads((path / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return f"it has no {MANIFEST} (its save never finished)"
+    except (ValueError, KeyError, TypeError):
+        return f"its {MANIFEST} is unreadable"
+    for name, size in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, its manifest says {size}"
+    return None
+
+
+def _checkpoint_folders(checkpoint_dir: str | Path) -> list[Path]:
+    """Every ``checkpoint-<step>`` folder in `checkpoint_dir`, complete or not, oldest first."""
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
         return []
@@ -62,6 +113,27 @@ def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
         if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))
     ]
     return [path for _, path in sorted(found)]
+
+
+def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in `checkpoint_dir`, oldest first: those whose files match their manifest.
+
+    A save writes a ``.tmp-checkpoint-<step>`` folder, its manifest last, and renames it when complete; a killed
+    save, a disk-full or a partial copy leaves a folder that is never chosen.
+    """
+    return [path for path in _checkpoint_folders(checkpoint_dir) if checkpoint_problem(path) is None]
+
+
+def _write_manifest(folder: Path) -> None:
+    files = {
+        str(path.relative_to(folder)): path.stat().st_size
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+    with open(folder / MANIFEST, "w") as f:
+        json.dump({"files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def make_image_grid(images: torch.Tensor, nrow: int | None = None) -> Image.Image:
@@ -94,7 +166,7 @@ class Trainer:
 
         from latentzoo.training import Trainer, load_config
 
-        config = load_config("ddpm-mnist", ["max_train_minutes=5"])
+        config = load_config("ddpm-mnist", ["max_train_steps=500"])
         Trainer(config).train()   # the pipeline is saved in config.output_dir
     """
 
@@ -104,9 +176,30 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.state = TrainState()
+        self._stop_signal: int | None = None
 
     # ------------------------------------------------------------------ setup
-    def _setup(self):
+    def _setup(self) -> Path | None:
+        """Build everything a run needs, in an order that keeps runs reproducible; return the checkpoint to resume."""
+        self._make_accelerator()
+        resume = self._resolve_resume()
+        self._claim_output_dir(resume)
+        # Identical initialisation on every process; then per-process noise (DDP broadcasts rank 0's weights anyway).
+        set_seed(self.config.seed)
+        self._build_task()
+        set_seed(self.config.seed, device_specific=True)
+        self.task.to(self.accelerator.device)
+        self.train_data = self.task.train_dataset()
+        self._prepare(*self._make_optimizers(), self._make_dataloader())
+        self._make_ema()
+        if self.accelerator.is_main_process and self.config.report_to != "none":
+            self.accelerator.init_trackers(
+                self.output_dir.name or "latentzoo",
+                config=_flat_hparams(saved_config(self.config, self.dataset)),
+            )
+        return resume
+
+    def _make_accelerator(self):
         cfg = self.config
         self.accelerator = accelerator = Accelerator(
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -124,17 +217,58 @@ class Trainer:
             f"mixed precision {accelerator.mixed_precision}",
             main_process_only=True,
         )
-
         if cfg.retain_cpu_memory and accelerator.device.type == "cpu" and not retain_freed_memory():
             logger.warning(
                 "retain_cpu_memory: this C library has no glibc mallopt; allocation is left as it is."
             )
 
-        # Identical initialisation on every process; then per-process noise (DDP broadcasts rank 0's weights anyway).
-        set_seed(cfg.seed)
+    def _claim_output_dir(self, resume: Path | None):
+        """Refuse to start a fresh run over another run's model or checkpoints, unless `overwrite_output_dir`."""
+        if resume is not None:
+            return
+        finished = [
+            name
+            for name in ("train_state.json", "model_index.json", "config.json")
+            if (self.output_dir / name).is_file()
+        ]
+        checkpoints = _checkpoint_folders(self.checkpoint_dir)
+        if not finished and not checkpoints:
+            return
+        if not self.config.overwrite_output_dir:
+            held = (
+                f"a finished model ({finished[0]})"
+                if finished
+                else f"checkpoints of an earlier run ({len(checkpoints)})"
+            )
+            replace = (
+                "replace it with overwrite_output_dir=true (its checkpoints, samples and logs are deleted first), "
+                "or choose another output_dir."
+            )
+            if self.config.resume_from_checkpoint:  # "latest" found no complete checkpoint
+                raise ValueError(
+                    f"output_dir {self.output_dir} holds {held} and no complete checkpoint to resume from: {replace}"
+                )
+            raise ValueError(
+                f"output_dir {self.output_dir} already holds {held}: continue that run with "
+                f"resume_from_checkpoint=latest, {replace}"
+            )
+        if self.accelerator.is_main_process:
+            for name in RUN_OUTPUTS:
+                path = self.output_dir / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+            logger.warning(
+                f"overwrite_output_dir: removed the previous run's {', '.join(RUN_OUTPUTS)} in {self.output_dir}."
+            )
+        self.accelerator.wait_for_everyone()
+
+    def _build_task(self):
+        cfg = self.config
         self.dataset = load_dataset(cfg.dataset, split="train", **cfg.dataset_arguments())
         self.task = self.task_class(cfg.model, self.dataset)
-        if accelerator.is_main_process:
+        if self.accelerator.is_main_process:
             # After the task is built: a task may fill defaults from the data (text2img's validation prompts).
             self.output_dir.mkdir(parents=True, exist_ok=True)
             with open(self.output_dir / "training_config.yaml", "w") as f:
@@ -148,16 +282,18 @@ class Trainer:
                 logger.warning(
                     "attention=blockwise: the trained models have no diffusers Attention layer to change."
                 )
-        set_seed(cfg.seed, device_specific=True)
-        self.task.to(accelerator.device)
-        train_data = self.task.train_dataset()
 
+    def _make_optimizers(self) -> tuple[dict, dict]:
+        """One AdamW per key of the task's `optimizer_modules`, and its learning-rate schedule."""
+        cfg = self.config
+        modules = self.task.trainable_modules()
         groups = self.task.optimizer_modules()
         unknown = {m for names in groups.values() for m in names} - set(modules)
         if unknown:
             raise ValueError(
                 f"{type(self.task).__name__}.optimizer_modules names unknown modules {sorted(unknown)}."
             )
+        self.optimizer_groups = groups
         optimizers = {}
         for name, module_names in groups.items():
             params = [p for m in module_names for p in modules[m].parameters() if p.requires_grad]
@@ -169,9 +305,12 @@ class Trainer:
             )
             kwargs.update(self.task.optimizer_kwargs(name))
             optimizers[name] = torch.optim.AdamW(params, **kwargs)
+        return modules, optimizers
 
+    def _make_dataloader(self) -> torch.utils.data.DataLoader:
+        cfg = self.config
         dataloader = torch.utils.data.DataLoader(
-            train_data,
+            self.train_data,
             batch_size=cfg.train_batch_size,
             shuffle=True,
             drop_last=True,
@@ -182,36 +321,41 @@ class Trainer:
         )
         if len(dataloader) == 0:
             raise ValueError(
-                f"`train_batch_size`={cfg.train_batch_size} is larger than the dataset ({len(train_data)} items)."
+                f"`train_batch_size`={cfg.train_batch_size} is larger than the dataset ({len(self.train_data)} "
+                "items)."
             )
         # Steps per epoch as seen after sharding across processes.
-        steps_per_epoch = math.ceil(
-            len(dataloader) / accelerator.num_processes / cfg.gradient_accumulation_steps
+        self.steps_per_epoch = math.ceil(
+            len(dataloader) / self.accelerator.num_processes / cfg.gradient_accumulation_steps
         )
         if cfg.max_train_steps is not None:
-            max_steps = cfg.max_train_steps
+            self.max_steps = cfg.max_train_steps
         elif cfg.num_epochs is not None:
-            max_steps = cfg.num_epochs * steps_per_epoch
+            self.max_steps = cfg.num_epochs * self.steps_per_epoch
         elif cfg.max_train_minutes is not None:
-            max_steps = None  # the clock decides
+            self.max_steps = None  # the clock decides
         else:
-            max_steps = steps_per_epoch
-        if max_steps is None and cfg.lr_scheduler not in _CONSTANT_SCHEDULES:
+            self.max_steps = self.steps_per_epoch
+        if self.max_steps is None and cfg.lr_scheduler not in _CONSTANT_SCHEDULES:
             raise ValueError(
                 f"`lr_scheduler`={cfg.lr_scheduler!r} decays over a known number of steps; set `max_train_steps` or "
                 f"`num_epochs` beside `max_train_minutes`, or use one of {list(_CONSTANT_SCHEDULES)}."
             )
+        return dataloader
+
+    def _prepare(self, modules: dict, optimizers: dict, dataloader):
+        """`accelerator.prepare` everything at once (what DeepSpeed and FSDP need), then keep the pieces by name."""
+        cfg, accelerator = self.config, self.accelerator
         # Prepared schedulers step once per process per update (diffusers' examples scale the same way).
         schedulers = {
             name: get_scheduler(
                 cfg.lr_scheduler,
                 optimizer=optimizer,
                 num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
-                num_training_steps=(max_steps or 1) * accelerator.num_processes,
+                num_training_steps=(self.max_steps or 1) * accelerator.num_processes,
             )
             for name, optimizer in optimizers.items()
         }
-
         names = list(modules)
         prepared = accelerator.prepare(
             *modules.values(), *optimizers.values(), *schedulers.values(), dataloader
@@ -222,23 +366,24 @@ class Trainer:
         )
         self.schedulers = dict(zip(schedulers, prepared[len(names) + len(optimizers) : -1], strict=True))
         self.dataloader = prepared[-1]
-        self.train_data = train_data
         self.optimizer_params = {
-            name: [p for m in groups[name] for p in self.modules[m].parameters() if p.requires_grad]
-            for name in groups
+            name: [p for m in module_names for p in self.modules[m].parameters() if p.requires_grad]
+            for name, module_names in self.optimizer_groups.items()
         }
-        self.steps_per_epoch = steps_per_epoch
-        self.max_steps = max_steps
+
+    def _make_ema(self):
+        cfg = self.config
         ema_names = self.task.ema_modules()
         unknown = set(ema_names) - set(self.modules)
         if unknown:
             raise ValueError(
                 f"{type(self.task).__name__}.ema_modules names unknown modules {sorted(unknown)}."
             )
-        self.ema = (
-            {
+        self.ema = {}
+        if cfg.use_ema:
+            self.ema = {
                 name: EMAModel(
-                    accelerator.unwrap_model(module).parameters(),
+                    self.accelerator.unwrap_model(module).parameters(),
                     decay=cfg.ema_decay,
                     use_ema_warmup=cfg.ema_use_warmup,
                     power=cfg.ema_power,
@@ -246,13 +391,6 @@ class Trainer:
                 for name, module in self.modules.items()
                 if name in ema_names
             }
-            if cfg.use_ema
-            else {}
-        )
-        if accelerator.is_main_process and cfg.report_to != "none":
-            accelerator.init_trackers(
-                self.output_dir.name or "latentzoo", config=_flat_hparams(saved_config(cfg, self.dataset))
-            )
 
     # ------------------------------------------------------------ checkpoints
     def _resolve_resume(self) -> Path | None:
@@ -260,6 +398,12 @@ class Trainer:
         if value is None:
             return None
         if value == "latest":
+            for folder in _checkpoint_folders(self.checkpoint_dir):
+                problem = checkpoint_problem(folder)
+                if problem is not None:
+                    logger.warning(
+                        f"Skipping {folder}: not a complete checkpoint, {problem}.", main_process_only=True
+                    )
             checkpoints = list_checkpoints(self.checkpoint_dir)
             if not checkpoints:
                 logger.info(
@@ -269,23 +413,29 @@ class Trainer:
                 return None
             return checkpoints[-1]
         path = Path(value)
-        if not path.is_dir() or not (path / "train_state.json").is_file():
+        problem = checkpoint_problem(path) if path.is_dir() else "it is not a folder"
+        if problem is not None:
             raise ValueError(
-                f"`resume_from_checkpoint`={value!r} is not a complete checkpoint folder; "
+                f"`resume_from_checkpoint`={value!r} is not a complete checkpoint folder ({problem}); "
                 f"use 'latest' or one of {[str(p) for p in list_checkpoints(self.checkpoint_dir)]}."
             )
         return path
 
     def save_checkpoint(self) -> Path:
-        """Write a checkpoint atomically (temporary folder, then rename) and prune old complete ones."""
+        """Write a checkpoint atomically (temporary folder, manifest last, then rename) and prune old complete ones.
+
+        Raises :class:`NonFiniteLossError`, writing nothing, when a weight is not finite.
+        """
         accelerator = self.accelerator
+        self._check_weights_are_finite("checkpoint")
         step = self.state.global_step
         final = self.checkpoint_dir / f"checkpoint-{step}"
-        temporary = self.checkpoint_dir / f".tmp-checkpoint-{step}"
+        temporary = self.checkpoint_dir / f"{TEMPORARY_PREFIX}{step}"
         if accelerator.is_main_process and temporary.exists():
             shutil.rmtree(temporary)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(temporary))  # every process writes its RNG state; the main one the rest
+        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             for name, ema in self.ema.items():
                 state = ema.state_dict()
@@ -299,16 +449,23 @@ class Trainer:
                     json.dump(state, f)
             with open(temporary / "train_state.json", "w") as f:
                 json.dump(self.state.__dict__, f)
+            _write_manifest(temporary)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(temporary, final)
-            limit = self.config.checkpoints_total_limit
-            if limit is not None:
-                complete = [p for p in list_checkpoints(self.checkpoint_dir) if p != final]
-                for old in complete[: max(0, len(complete) + 1 - limit)]:
-                    shutil.rmtree(old)
+            self._prune_checkpoints(final)
         accelerator.wait_for_everyone()
         return final
+
+    def _prune_checkpoints(self, newest: Path):
+        """Keep `checkpoints_total_limit` complete checkpoints; drop the temporaries of saves that never finished."""
+        for stale in self.checkpoint_dir.glob(f"{TEMPORARY_PREFIX}*"):
+            shutil.rmtree(stale)
+        limit = self.config.checkpoints_total_limit
+        if limit is not None:
+            complete = [p for p in list_checkpoints(self.checkpoint_dir) if p != newest]
+            for old in complete[: max(0, len(complete) + 1 - limit)]:
+                shutil.rmtree(old)
 
     def load_checkpoint(self, path: Path):
         self.accelerator.load_state(str(path))
@@ -324,39 +481,156 @@ class Trainer:
             ema.load_state_dict(state)
         logger.info(f"Resumed from {path} at step {self.state.global_step}.", main_process_only=True)
 
+    # ------------------------------------------------------------- divergence
+    def _on_any_process(self, *flags: bool) -> list[bool]:
+        """Each flag, true when it is true on any process: every process must take the same branch, or the others
+        would wait forever in their next collective."""
+        if self.accelerator.num_processes == 1:
+            return list(flags)
+        votes = torch.tensor([float(flag) for flag in flags], device=self.accelerator.device)
+        return [bool(vote > 0) for vote in self.accelerator.reduce(votes, reduction="sum")]
+
+    def _clip_and_check_gradients(self, step_losses: dict[str, torch.Tensor]):
+        """Clip each optimizer's gradients (when `max_grad_norm`), then stop the run if this step's losses or
+        gradient norms are not finite, before any optimizer steps.
+
+        Under fp16 an infinite gradient norm is the loss scaler's business: it skips that step and lowers its scale
+        (the warm-up of every fp16 run), so only the loss counts there.
+        """
+        cfg, accelerator = self.config, self.accelerator
+        norms = {}
+        if cfg.max_grad_norm is not None:
+            for name in self.optimizers:
+                norm = accelerator.clip_grad_norm_(self.optimizer_params[name], cfg.max_grad_norm)
+                if norm is not None:  # DeepSpeed clips inside its own step and returns nothing
+                    norms[name] = norm
+        checked = list(step_losses.values())
+        if accelerator.mixed_precision != "fp16":
+            checked += list(norms.values())
+        local = not bool(torch.isfinite(torch.stack([v.detach().float().reshape(()) for v in checked])).all())
+        (diverged,) = self._on_any_process(local)
+        if diverged:
+            values = ", ".join(
+                [f"loss/{name} = {float(v):.4g}" for name, v in step_losses.items()]
+                + [f"gradient norm of {name} = {float(v):.4g}" for name, v in norms.items()]
+            )
+            latest = list_checkpoints(self.checkpoint_dir)
+            raise NonFiniteLossError(
+                f"Training diverged at step {self.state.global_step + 1}: {values}"
+                f"{' (on another process)' if not local else ''}. Nothing was saved from this step; "
+                + (
+                    f"the last good checkpoint is {latest[-1]} (resume_from_checkpoint=latest). "
+                    if latest
+                    else "there is no checkpoint (set checkpointing_steps to keep one). "
+                )
+                + f"Lower learning_rate (now {cfg.learning_rate:g})"
+                + (", set max_grad_norm (e.g. 1.0)" if cfg.max_grad_norm is None else "")
+                + (", or train with mixed_precision=bf16 or no" if cfg.mixed_precision == "fp16" else "")
+                + "."
+            )
+
+    def _check_weights_are_finite(self, what: str):
+        """Raise NonFiniteLossError, before anything is written, when a weight or EMA weight is not finite."""
+        tensors = {
+            f"{name}.{parameter}": value
+            for name, module in self._unwrapped_modules().items()
+            for parameter, value in module.named_parameters()
+        }
+        for name, ema in self.ema.items():
+            tensors.update({f"ema_{name}.{i}": value for i, value in enumerate(ema.shadow_params)})
+        finite = torch.stack([torch.isfinite(value).all() for value in tensors.values()]).tolist()
+        bad = next((name for name, ok in zip(tensors, finite, strict=True) if not ok), None)
+        (any_bad,) = self._on_any_process(bad is not None)
+        if any_bad:
+            raise NonFiniteLossError(
+                f"Not writing the {what} of step {self.state.global_step}: weights are not finite "
+                f"({bad or 'on another process'}). Lower learning_rate (now {self.config.learning_rate:g}) or set "
+                "max_grad_norm; the last good checkpoint is kept."
+            )
+
+    # ------------------------------------------------------------- interrupts
+    @contextmanager
+    def _checkpoint_on_signals(self):
+        """While training, SIGTERM and SIGINT ask for a checkpoint after the current step (see `train`); a second
+        signal takes the previous handler's way (Ctrl-C twice stops at once)."""
+        self._stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+        previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+        def request_stop(number, frame):
+            self._stop_signal = number
+            for other, handler in previous.items():
+                signal.signal(other, handler)
+            logger.warning(
+                f"{signal.Signals(number).name}: finishing this step, then writing a checkpoint "
+                "(send it again to stop at once)."
+            )
+
+        for number in previous:
+            signal.signal(number, request_stop)
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _stop_for_signal(self, end_training: bool):
+        """Write a checkpoint of the step just finished (unless it has one), end the run, raise TrainingInterrupted."""
+        number = self._stop_signal or signal.SIGTERM  # another process may have received it first
+        path = self.checkpoint_dir / f"checkpoint-{self.state.global_step}"
+        if checkpoint_problem(path) is not None:
+            path = self.save_checkpoint()
+        self._end(end_training)
+        message = (
+            f"{signal.Signals(number).name} at step {self.state.global_step}: checkpoint written to {path}. "
+            "Continue with resume_from_checkpoint=latest."
+        )
+        logger.warning(message, main_process_only=True)
+        raise TrainingInterrupted(message, number, path)
+
+    def _end(self, end_training: bool):
+        if end_training:
+            self.accelerator.end_training()
+        else:
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
+
     # ------------------------------------------------------------- validation
     def _unwrapped_modules(self) -> dict[str, torch.nn.Module]:
         return {name: self.accelerator.unwrap_model(module) for name, module in self.modules.items()}
 
-    def _apply_ema(self, store: bool):
+    @contextmanager
+    def ema_weights(self):
+        """The EMA weights (when on) in the modules, in eval mode, for the duration: what is validated and saved."""
+        modules = self._unwrapped_modules()
         for name, ema in self.ema.items():
-            params = list(self._unwrapped_modules()[name].parameters())
-            if store:
-                ema.store(params)
+            params = list(modules[name].parameters())
+            ema.store(params)
             ema.copy_to(params)
-
-    def _restore_from_ema(self):
-        for name, ema in self.ema.items():
-            ema.restore(list(self._unwrapped_modules()[name].parameters()))
+        for module in modules.values():
+            module.eval()
+        try:
+            yield modules
+        finally:
+            for module in modules.values():
+                module.train()
+            for name, ema in self.ema.items():
+                ema.restore(list(modules[name].parameters()))
 
     def validate(self) -> Path | None:
         """Sample a grid through the task's pipeline (EMA weights when on) on the main process."""
         accelerator = self.accelerator
         path = None
         if accelerator.is_main_process:
-            modules = self._unwrapped_modules()
-            self._apply_ema(store=True)
-            for module in modules.values():
-                module.eval()
-            pipeline = self.task.make_pipeline(modules)
-            generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
-            images = self.task.validation_images(pipeline, self.config.num_validation_images, generator)
-            metrics = self.task.validation_metrics(
-                pipeline, torch.Generator(device="cpu").manual_seed(self.config.seed)
-            )
-            for module in modules.values():
-                module.train()
-            self._restore_from_ema()
+            with self.ema_weights() as modules:
+                pipeline = self.task.make_pipeline(modules)
+                generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
+                images = self.task.validation_images(pipeline, self.config.num_validation_images, generator)
+                metrics = self.task.validation_metrics(
+                    pipeline, torch.Generator(device="cpu").manual_seed(self.config.seed)
+                )
             grid = make_image_grid(images)
             path = self.output_dir / "samples" / f"step-{self.state.global_step:06d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,16 +664,28 @@ class Trainer:
     def train(self, end_training: bool = True) -> Path:
         """Run training to the configured budget, save the task's pipeline in `output_dir`, return that path.
 
-        `end_training=False` keeps the process group alive for a following stage in the same launch.
+        `end_training=False` keeps the process group alive for a following stage in the same launch. Raises
+        :class:`NonFiniteLossError` when training diverges and :class:`TrainingInterrupted` after SIGTERM/SIGINT.
         """
-        cfg = self.config
-        self._setup()
-        accelerator = self.accelerator
-        resume = self._resolve_resume()
+        resume = self._setup()
         if resume is not None:
             self.load_checkpoint(resume)
-        state = self.state
+        # A signal during the final validation and save waits for them: a half-written model is worse than none.
+        with self._checkpoint_on_signals():
+            self._train_loop(end_training)
+            logger.info(
+                f"Trained {self.state.global_step} steps ({self.state.images_seen} images) in "
+                f"{self.state.elapsed_seconds / 60:.1f} min.",
+                main_process_only=True,
+            )
+            self.validate()
+            self.save_pipeline()
+        self._end(end_training)
+        return self.output_dir
 
+    def _train_loop(self, end_training: bool):
+        """Steps until the budget is spent; each optimizer step is one `global_step`."""
+        cfg, accelerator, state = self.config, self.accelerator, self.state
         images_per_step = cfg.train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
         first_epoch, resume_batches = divmod(state.global_step, self.steps_per_epoch)
         resume_batches *= cfg.gradient_accumulation_steps
@@ -414,6 +700,7 @@ class Trainer:
         run_start = time.perf_counter()
         window_start, window_steps = time.perf_counter(), 0
         loss_sums: dict[str, torch.Tensor] = {}
+        step_losses: dict[str, torch.Tensor] = {}  # summed over this step's micro-batches
         budget_seconds = cfg.max_train_minutes * 60 if cfg.max_train_minutes is not None else math.inf
 
         def finished() -> bool:
@@ -439,6 +726,8 @@ class Trainer:
                             f"expected one per optimizer: {sorted(self.optimizers)} (and, optionally, "
                             f"'{METRIC_PREFIX}...' scalars to log)."
                         )
+                    for name, loss in losses.items():
+                        step_losses[name] = step_losses.get(name, 0) + loss.detach().float()
                     # Every backward pass before any step: all losses are gradients at the same parameters (a
                     # GAN's G loss backpropagates through D's graph, which an in-place step of D would invalidate).
                     for name in self.optimizers:
@@ -446,10 +735,11 @@ class Trainer:
                         # not leave gradients in D).
                         params = self.optimizer_params[name]
                         accelerator.backward(losses[name], inputs=params if multiple_optimizers else None)
+                    if accelerator.sync_gradients:
+                        self._clip_and_check_gradients(step_losses)
+                        step_losses = {}
                     for name, optimizer in self.optimizers.items():
-                        if accelerator.sync_gradients and cfg.max_grad_norm is not None:
-                            accelerator.clip_grad_norm_(self.optimizer_params[name], cfg.max_grad_norm)
-                        optimizer.step()
+                        optimizer.step()  # a no-op between accumulation boundaries
                         self.schedulers[name].step()
                         optimizer.zero_grad(set_to_none=True)
                     for name, value in outputs.items():
@@ -496,40 +786,28 @@ class Trainer:
                     self.validate()
                     window_start = time.perf_counter()
 
-                if state.elapsed_seconds + time.perf_counter() - run_start >= budget_seconds:
-                    accelerator.set_trigger()
                 # Every process must agree to stop, or the others would wait forever in the next all-reduce.
-                if accelerator.check_trigger() or finished():
+                spent = state.elapsed_seconds + time.perf_counter() - run_start >= budget_seconds
+                signalled, spent = self._on_any_process(self._stop_signal is not None, spent)
+                if signalled:
+                    state.elapsed_seconds += time.perf_counter() - run_start
+                    progress.close()
+                    self._stop_for_signal(end_training)
+                if spent or finished():
                     stop = True
                     break
             epoch += 1
         progress.close()
         state.elapsed_seconds += time.perf_counter() - run_start
-        logger.info(
-            f"Trained {state.global_step} steps ({state.images_seen} images) in {state.elapsed_seconds / 60:.1f} min.",
-            main_process_only=True,
-        )
-        self.validate()
-        self.save_pipeline()
-        if end_training:
-            accelerator.end_training()
-        else:
-            for tracker in accelerator.trackers:
-                tracker.finish()
-        return self.output_dir
 
     def save_pipeline(self):
         """Save the task's pipeline (EMA weights when on) with `save_pretrained` and its model card."""
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
+        self._check_weights_are_finite("model")
         if accelerator.is_main_process:
-            self._apply_ema(store=True)  # the saved pipeline carries the EMA weights
-            modules = self._unwrapped_modules()
-            for module in modules.values():
-                module.eval()
-            pipeline = self.task.make_pipeline(modules)
-            pipeline.save_pretrained(self.output_dir)
-            self._restore_from_ema()
+            with self.ema_weights() as modules:  # the saved pipeline carries the EMA weights
+                self.task.make_pipeline(modules).save_pretrained(self.output_dir)
             with open(self.output_dir / "train_state.json", "w") as f:
                 json.dump(
                     {
@@ -586,6 +864,17 @@ def check_stage_data(stage, stage_config: TrainingConfig) -> None:
         )
 
 
+def check_data(config: TrainingConfig, what: str | None = None) -> None:
+    """Raise a ValueError unless `config`'s training data carries what its task `requires` (captions, labels).
+
+    The data is loaded as the Trainer will load it (memoised per process, so it is read once).
+    """
+    task_class = get_task_class(config.task)
+    if task_class.requires(config.model):
+        dataset = load_dataset(config.dataset, split="train", **config.dataset_arguments())
+        task_class.check_dataset(config.model, dataset, f" of {what}" if what else "")
+
+
 def train(config: TrainingConfig, end_training: bool = True) -> Path:
     """Train the stages `config` builds on that hold no model yet (text2img's VAE and text encoder), then `config`
     itself; return its output_dir.
@@ -595,7 +884,13 @@ def train(config: TrainingConfig, end_training: bool = True) -> Path:
     """
     from .config import stage_configs
 
-    for stage, stage_config in stage_configs(config):
+    stages = stage_configs(config)
+    # Before anything trains: a stage's hour must not be spent to find that the run's data lacks captions.
+    for stage, stage_config in stages:
+        if not stage.trained:
+            check_data(stage_config, f"stage {stage.name} ({stage.config})")
+    check_data(config)
+    for stage, stage_config in stages:
         if stage.trained:
             check_stage_data(stage, stage_config)
             logging.getLogger(__name__).info(

@@ -17,6 +17,7 @@ import torch
 from ...models.autoencoder import Autoencoder, GaussianPrior, VariationalAutoencoder
 from ...models.mdn import MixtureDensityNetwork
 from ...pipelines.autoencoder import AutoencoderPipeline
+from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, Widths
 from .base import Stage, TaskConfig, TrainingTask
 
 USAGE = (
@@ -29,9 +30,9 @@ USAGE = (
 @dataclass
 class AutoencoderConfig(TaskConfig):
     # 16 reconstructs digits well; 2 gives a latent space you can plot (configs/*-2d.yaml).
-    latent_dim: int = 16
+    latent_dim: PositiveInt = 16
     # Each block halves the resolution: 32x32 → 8x8 with two blocks, then one linear layer to the latent.
-    block_out_channels: tuple[int, ...] = (32, 64)
+    block_out_channels: Widths = (32, 64)
     # "bce" treats pixels as Bernoulli probabilities, the classic choice for MNIST: sharper than "mse".
     reconstruction_loss: Literal["mse", "bce"] = "bce"
     # Prior saved with the pipeline: "gaussian" fits N(mean, cov) to the training latents at save time; "none"
@@ -41,16 +42,12 @@ class AutoencoderConfig(TaskConfig):
 
 @dataclass
 class VariationalAutoencoderConfig(TaskConfig):
-    latent_dim: int = 16
-    block_out_channels: tuple[int, ...] = (32, 64)
+    latent_dim: PositiveInt = 16
+    block_out_channels: Widths = (32, 64)
     reconstruction_loss: Literal["mse", "bce"] = "bce"
     # Weight of KL(q(z|x) || N(0, I)); 1 with "bce" is the ELBO. Larger trades reconstructions for a smoother,
     # more normal latent space (beta-VAE); with "mse" use far less (e.g. 0.01).
-    beta: float = 1.0
-
-    def __post_init__(self):
-        if self.beta < 0:
-            raise ValueError(f"`model.beta` must be >= 0, got {self.beta}.")
+    beta: NonNegativeFloat = 1.0
 
 
 @dataclass
@@ -62,11 +59,11 @@ class MixtureDensityPriorConfig(TaskConfig):
     # Condition on the class label (a conditional generator); false fits an unconditional mixture.
     class_conditional: bool = True
     # Ten digits, each with several styles: a handful of components per class is plenty.
-    num_components: int = 10
-    hidden_dims: tuple[int, ...] = (256, 256)
-    class_embed_dim: int = 32
+    num_components: PositiveInt = 10
+    hidden_dims: Widths = (256, 256)
+    class_embed_dim: PositiveInt = 32
     # Floor of each component's standard deviation in latent units.
-    min_std: float = 1e-3
+    min_std: PositiveFloat = 1e-3
 
 
 @torch.no_grad()

@@ -16,22 +16,23 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from ...models.autoencoder import kl_divergence
+from ..config import NonNegativeFloat, PositiveInt, Widths
 from .base import TaskConfig, TrainingTask
 
 
 @dataclass
 class AutoencoderKLConfig(TaskConfig):
     # Three blocks downsample twice: 32x32 pixels -> 8x8 latents.
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
-    layers_per_block: int = 1
-    latent_channels: int = 4
-    norm_num_groups: int = 16
+    block_out_channels: Widths = (32, 64, 64)
+    layers_per_block: PositiveInt = 1
+    latent_channels: PositiveInt = 4
+    norm_num_groups: PositiveInt = 16
     # Small, as in Stable Diffusion's VAE (1e-6): enough to keep the latent space smooth and bounded, small
     # enough that reconstructions stay sharp.
-    kl_weight: float = 1e-6
+    kl_weight: NonNegativeFloat = 1e-6
     reconstruction_loss: Literal["l1", "mse"] = "l1"
     # Images used to measure the latents' standard deviation for `scaling_factor`.
-    scaling_samples: int = 1024
+    scaling_samples: PositiveInt = 1024
 
 
 def build_autoencoder_kl(config: AutoencoderKLConfig, in_channels: int, sample_size: int) -> AutoencoderKL:

@@ -8,10 +8,20 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
+from ..config import check_fields
+
 
 @dataclass
 class TaskConfig:
-    """Base of every task's hyperparameter dataclass (the ``model:`` section of a config)."""
+    """Base of every task's hyperparameter dataclass (the ``model:`` section of a config).
+
+    Fields declare their valid values with their types (``PositiveInt``, ``UnitInterval``, ... from
+    `latentzoo.training.config`), checked when the config is built; a subclass's ``__post_init__`` calls
+    ``super().__post_init__()`` first, then checks what involves several fields.
+    """
+
+    def __post_init__(self):
+        check_fields(self, prefix="model.")
 
 
 class Stage(NamedTuple):
@@ -51,6 +61,29 @@ class TrainingTask:
     def __init__(self, config: TaskConfig, dataset: torch.utils.data.Dataset):
         self.config = config
         self.dataset = dataset
+        self.check_dataset(config, dataset)
+
+    @classmethod
+    def requires(cls, config: TaskConfig) -> tuple[str, ...]:
+        """What the items of its dataset must carry besides pixels: "captions", "class_labels" (when conditional)."""
+        if getattr(config, "class_conditional", False):
+            return ("class_labels",)
+        return ()
+
+    @classmethod
+    def check_dataset(cls, config: TaskConfig, dataset, where: str = "") -> None:
+        """Raise a ValueError, saying how to fix the data, unless `dataset` carries what the task `requires`.
+
+        Checked for the run and every stage before any of them trains (`latentzoo.training.train`), and when a task
+        is built. `where` names the stage in the message.
+        """
+        for what in cls.requires(config):
+            otherwise = (
+                "set model.class_conditional=false to train without labels"
+                if what == "class_labels"
+                else None
+            )
+            dataset.require(what, f"The {cls.name} task{where}", otherwise)
 
     @classmethod
     def stages(cls, config: TaskConfig) -> list[Stage]:

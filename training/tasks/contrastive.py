@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ...data import load_clip_tokenizer
 from ...models.contrastive import ConvImageEncoder, caption_targets, contrastive_loss
+from ..config import PositiveFloat, PositiveInt, Range, Widths
 from .base import TrainingTask
 from .text_to_image import TextTowerConfig, build_text_encoder
 
@@ -35,28 +36,26 @@ from .text_to_image import TextTowerConfig, build_text_encoder
 @dataclass
 class ContrastiveTextConfig(TextTowerConfig):
     # Text tower: text2img's sizes (TextTowerConfig). Captions are under 20 tokens; text2img-mnist uses 32 too.
-    max_prompt_length: int = 32
+    max_prompt_length: Annotated[int, Range(min=3)] = 32
 
     # Image tower: one stride-2 3x3 conv block per entry (32x32 → 4x4 with three), global average pool, linear.
-    image_block_out_channels: tuple[int, ...] = (32, 64, 128)
-    image_norm_num_groups: int = 8
+    image_block_out_channels: Widths = (32, 64, 128)
+    image_norm_num_groups: PositiveInt = 8
     # Shared embedding space (CLIP: 512); both towers project into it, without bias, as CLIP does.
-    projection_dim: int = 128
+    projection_dim: PositiveInt = 128
 
     # Learnable temperature τ, stored as log(1/τ) and clipped at 100 as in CLIP (sec. 2.5 of arXiv:2103.00020).
-    initial_temperature: float = 0.07
-    max_logit_scale: float = 100.0
+    initial_temperature: PositiveFloat = 0.07
+    max_logit_scale: PositiveFloat = 100.0
     # "caption_equality": images whose caption is the same string share the target mass (see module docstring).
     # "clip": the diagonal only.
     targets: Literal["caption_equality", "clip"] = "caption_equality"
 
     # Training pairs (fixed indices) for the validation similarity matrix and the logged retrieval metrics.
-    validation_pairs: int = 256
+    validation_pairs: PositiveInt = 256
 
     def __post_init__(self):
         super().__post_init__()
-        if self.initial_temperature <= 0.0:
-            raise ValueError(f"`model.initial_temperature` must be positive, got {self.initial_temperature}.")
         if self.max_logit_scale < 1.0 / self.initial_temperature:
             raise ValueError(
                 f"`model.max_logit_scale`={self.max_logit_scale} is below 1 / `model.initial_temperature` "
@@ -109,12 +108,12 @@ class ContrastiveTextTask(TrainingTask):
     name = "clip_text"
     Config = ContrastiveTextConfig
 
+    @classmethod
+    def requires(cls, config: ContrastiveTextConfig) -> tuple[str, ...]:
+        return ("captions",)
+
     def __init__(self, config: ContrastiveTextConfig, dataset):
         super().__init__(config, dataset)
-        if "text" not in dataset[0]:
-            raise ValueError(
-                "The clip_text task needs a dataset with captions (`text`), e.g. mnist or digits."
-            )
         self.tokenizer = load_clip_tokenizer(config.max_prompt_length)
         example = dataset[0]["pixel_values"]
         image_encoder = ConvImageEncoder(

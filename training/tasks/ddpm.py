@@ -15,6 +15,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, UNet2DModel
 
 from ...pipelines.pixel_diffusion import PixelDiffusionPipeline
+from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval, Widths
 from .base import TaskConfig, TrainingTask, conditioning_classes
 from .diffusion import (
     NoiseSchedule,
@@ -28,33 +29,32 @@ from .diffusion import (
 @dataclass
 class DDPMConfig(TaskConfig):
     # Denoiser on (B, C, H, W) pixels: one resolution level per entry (32 → 16 → 8 for three levels).
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
-    layers_per_block: int = 1
+    block_out_channels: Widths = (32, 64, 64)
+    layers_per_block: PositiveInt = 1
     # Levels (0 = full resolution) whose blocks add self-attention; attention at 32x32 costs more than it gives.
-    attention_levels: tuple[int, ...] = (2,)
-    attention_head_dim: int = 8
-    norm_num_groups: int = 8
+    attention_levels: tuple[NonNegativeInt, ...] = (2,)
+    attention_head_dim: PositiveInt = 8
+    norm_num_groups: PositiveInt = 8
 
     # Class conditioning: false trains an unconditional model. `num_classes` null: taken from the dataset.
     class_conditional: bool = True
-    num_classes: int | None = None
+    num_classes: PositiveInt | None = None
     # Probability of replacing a label by the null class, for classifier-free guidance.
-    label_dropout: float = 0.1
+    label_dropout: UnitInterval = 0.1
 
     # Diffusion.
     noise_schedule: NoiseSchedule = "cosine"
-    num_train_timesteps: int = 1000
+    num_train_timesteps: PositiveInt = 1000
     prediction_type: PredictionType = "v_prediction"
     # Min-SNR-gamma loss weighting (Hang et al., arXiv:2303.09556): faster convergence; null for uniform weights.
-    snr_gamma: float | None = 5.0
+    snr_gamma: PositiveFloat | None = 5.0
 
     # Validation grid (and the default sampler settings written into the model card).
-    validation_num_inference_steps: int = 20
-    validation_guidance_scale: float = 2.0
+    validation_num_inference_steps: PositiveInt = 20
+    validation_guidance_scale: NonNegativeFloat = 2.0
 
     def __post_init__(self):
-        if not 0.0 <= self.label_dropout < 1.0:
-            raise ValueError(f"`model.label_dropout` must be in [0, 1), got {self.label_dropout}.")
+        super().__post_init__()
         bad = [level for level in self.attention_levels if not 0 <= level < len(self.block_out_channels)]
         if bad:
             raise ValueError(

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ...models.gan import Discriminator, Generator
 from ...pipelines.gan import GANPipeline
+from ..config import NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval, Widths
 from .base import TaskConfig, TrainingTask, conditioning_classes
 
 GANLoss = Literal["non_saturating", "hinge"]
@@ -35,30 +36,29 @@ GANLoss = Literal["non_saturating", "hinge"]
 
 @dataclass
 class GANConfig(TaskConfig):
-    latent_dim: int = 64
+    latent_dim: PositiveInt = 64
     # Coarse to fine for G (each block doubles the resolution), fine to coarse for D (each block halves it).
-    generator_channels: tuple[int, ...] = (128, 64, 32)
-    discriminator_channels: tuple[int, ...] = (32, 64, 128)
+    generator_channels: Widths = (128, 64, 32)
+    discriminator_channels: Widths = (32, 64, 128)
     # Class conditioning: G concatenates a class embedding to z, D is a projection discriminator. `num_classes`
     # null: taken from the dataset.
     class_conditional: bool = False
-    num_classes: int | None = None
-    class_embed_dim: int = 32
+    num_classes: PositiveInt | None = None
+    class_embed_dim: PositiveInt = 32
     # Spectral normalisation of every discriminator layer: stable training without batch norm in D.
     spectral_norm: bool = True
     loss: GANLoss = "non_saturating"
     # Per-optimizer learning rates (null: the config's `learning_rate`) and DCGAN's Adam betas (β1 = 0.5:
     # momentum 0.9 makes the two-player game oscillate, arXiv:1511.06434 sec. 4).
-    generator_learning_rate: float | None = None
-    discriminator_learning_rate: float | None = None
-    adam_betas: tuple[float, float] = (0.5, 0.999)
+    generator_learning_rate: PositiveFloat | None = None
+    discriminator_learning_rate: PositiveFloat | None = None
+    adam_betas: tuple[UnitInterval, UnitInterval] = (0.5, 0.999)
     # Generated digits the judge classifies at each validation (0: no class histogram).
-    judge_samples: int = 500
+    judge_samples: NonNegativeInt = 500
 
     def __post_init__(self):
-        if self.judge_samples < 0:
-            raise ValueError(f"`model.judge_samples` must be >= 0, got {self.judge_samples}.")
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+        super().__post_init__()
+        if len(self.adam_betas) != 2:
             raise ValueError(f"`model.adam_betas` must be two numbers in [0, 1), got {self.adam_betas}.")
 
 

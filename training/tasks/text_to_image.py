@@ -9,7 +9,7 @@ that classifier-free guidance needs (Ho & Salimans, arXiv:2207.12598).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
@@ -19,6 +19,7 @@ from ...data import load_clip_tokenizer
 from ...models.conditioning import PromptProjection
 from ...models.contrastive import small_clip_text_model
 from ...pipelines.text_to_image import LatentTextToImagePipeline
+from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, Range, UnitInterval, Widths
 from .base import Stage, TaskConfig, TrainingTask
 from .diffusion import (
     NoiseSchedule,
@@ -34,12 +35,13 @@ class TextTowerConfig(TaskConfig):
     """Sizes of a small CLIPTextModel trained from scratch (`build_text_encoder`): shared by text2img and clip_text,
     so a folder the contrastive stage trains drops into text2img's place."""
 
-    text_hidden_size: int = 128
-    text_num_layers: int = 3
-    text_num_heads: int = 4
-    text_intermediate_size: int = 512
+    text_hidden_size: PositiveInt = 128
+    text_num_layers: PositiveInt = 3
+    text_num_heads: PositiveInt = 4
+    text_intermediate_size: PositiveInt = 512
 
     def __post_init__(self):
+        super().__post_init__()
         if self.text_hidden_size % self.text_num_heads:
             raise ValueError(
                 f"`model.text_hidden_size`={self.text_hidden_size} must be divisible by "
@@ -62,39 +64,38 @@ class TextToImageConfig(TextTowerConfig):
     text_encoder_config: str | None = None
     train_text_encoder: bool = True
     # Captions here are under 20 tokens; a shorter context makes cross-attention cheaper. CLIP's is 77.
-    max_prompt_length: int = 77
+    # At least the start and end tokens and one word.
+    max_prompt_length: Annotated[int, Range(min=3)] = 77
 
     # Denoiser on (B, latent_channels, h, w) latents.
-    block_out_channels: tuple[int, ...] = (64, 128, 128)
-    layers_per_block: int = 1
-    attention_head_dim: int = 8
-    norm_num_groups: int = 32
+    block_out_channels: Widths = (64, 128, 128)
+    layers_per_block: PositiveInt = 1
+    attention_head_dim: PositiveInt = 8
+    norm_num_groups: PositiveInt = 32
     # "cross_attention": UNet attends to the text encoder's hidden states. "concatenation": the pooled prompt
     # embedding, projected to `concatenation_channels` maps, is concatenated to the latents (the UNet then has
     # no cross-attention blocks).
     conditioning: Literal["cross_attention", "concatenation"] = "cross_attention"
-    concatenation_channels: int = 8
+    concatenation_channels: PositiveInt = 8
 
     # Diffusion.
     noise_schedule: NoiseSchedule = "cosine"
-    num_train_timesteps: int = 1000
+    num_train_timesteps: PositiveInt = 1000
     prediction_type: PredictionType = "v_prediction"
     # Min-SNR-gamma loss weighting (Hang et al., arXiv:2303.09556): faster convergence; null for uniform weights.
-    snr_gamma: float | None = 5.0
-    caption_dropout: float = 0.1
+    snr_gamma: PositiveFloat | None = 5.0
+    caption_dropout: UnitInterval = 0.1
 
     # Validation grid (and the default sampler settings written into the model card). null: the first caption of
     # the first `num_validation_prompts` training items with distinct captions, written back into this config so
     # training_config.yaml and the model card show the prompts used.
     validation_prompts: tuple[str, ...] | None = None
-    num_validation_prompts: int = 10
-    validation_num_inference_steps: int = 20
-    validation_guidance_scale: float = 3.0
+    num_validation_prompts: PositiveInt = 10
+    validation_num_inference_steps: PositiveInt = 20
+    validation_guidance_scale: NonNegativeFloat = 3.0
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.caption_dropout < 1.0:
-            raise ValueError(f"`model.caption_dropout` must be in [0, 1), got {self.caption_dropout}.")
         if self.text_encoder_config is not None and self.text_encoder is None:
             raise ValueError(
                 f"`model.text_encoder_config`={self.text_encoder_config!r} needs `model.text_encoder`: the folder "
@@ -221,12 +222,12 @@ class TextToImageTask(TrainingTask):
             stages.append(Stage("text_encoder", config.text_encoder_config, config.text_encoder))
         return stages
 
+    @classmethod
+    def requires(cls, config: TextToImageConfig) -> tuple[str, ...]:
+        return ("captions",)
+
     def __init__(self, config: TextToImageConfig, dataset):
         super().__init__(config, dataset)
-        if not hasattr(dataset, "captions") and "text" not in dataset[0]:
-            raise ValueError(
-                "The text2img task needs a dataset with captions (`text`), e.g. mnist or shapes."
-            )
         try:
             self.vae = AutoencoderKL.from_pretrained(config.vae)
         except OSError as error:
