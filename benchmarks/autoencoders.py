@@ -33,6 +33,7 @@ import torch
 from latentzoo.data import load_dataset, measure_attribute_values, measure_attributes
 from latentzoo.evaluation import fid_report, load_judge, psnr
 from latentzoo.evaluation.projector import attribute_strips, interpolation_strips, latent_manifold
+from latentzoo.models.checks import cycle_class_labels
 from latentzoo.pipelines import AutoencoderPipeline
 from latentzoo.training.tasks.autoencoder import encode_dataset
 from latentzoo.training.trainer import make_image_grid
@@ -95,7 +96,7 @@ def main() -> None:
     validation = load_dataset("mnist", split="validation")
     reference, labels = validation.pixel_values, validation.class_labels
     n, seed = args.num_samples, args.seed
-    balanced = [i % 10 for i in range(n)]
+    balanced = cycle_class_labels(n, 10)  # the ten digits
 
     # 1. Reconstruction
     reconstruction = {}

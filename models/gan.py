@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from .autoencoder import check_resolution_blocks
+from .checks import check_class_labels
 
 __all__ = ["ConfigMixin", "Discriminator", "Generator", "ModelMixin"]
 
@@ -41,7 +42,7 @@ def _check_architecture(
 
 
 def _check_class_labels(
-    class_labels, num_classes: int | None, batch_size: int, model: str
+    class_labels, num_classes: int | None, batch_size: int, model: str, batch_name: str
 ) -> torch.Tensor | None:
     """None for an unconditional model; a (B,) int64 tensor of labels in [0, num_classes) otherwise."""
     if num_classes is None:
@@ -54,23 +55,9 @@ def _check_class_labels(
     if class_labels is None:
         raise ValueError(
             f"This {model} is class-conditional (num_classes={num_classes}): pass `class_labels`, a (B,) tensor "
-            f"of ints in [0, {num_classes})."
+            f"of ints in [0, {num_classes - 1}]."
         )
-    if not isinstance(class_labels, torch.Tensor) or class_labels.dtype.is_floating_point:
-        raise TypeError(
-            f"`class_labels` must be an integer torch.Tensor of shape (B,), got "
-            f"{getattr(class_labels, 'dtype', type(class_labels).__name__)}."
-        )
-    if class_labels.shape != (batch_size,):
-        raise ValueError(
-            f"`class_labels` must have shape ({batch_size},), one per image, got {tuple(class_labels.shape)}."
-        )
-    if len(class_labels) and (class_labels.min() < 0 or class_labels.max() >= num_classes):
-        bad = class_labels[(class_labels < 0) | (class_labels >= num_classes)].unique().tolist()
-        raise ValueError(
-            f"`class_labels` must be in [0, {num_classes}) (num_classes={num_classes}), got {bad}."
-        )
-    return class_labels.long()
+    return check_class_labels(class_labels, num_classes, batch_size, batch_name=batch_name)
 
 
 class Generator(ModelMixin, ConfigMixin):
@@ -139,11 +126,12 @@ class Generator(ModelMixin, ConfigMixin):
     def forward(self, latents: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """(B, latent_dim) latents [, (B,) labels in [0, num_classes)] → (B, out_channels, H, W) in [-1, 1]."""
         self.check_latents(latents)
-        class_labels = _check_class_labels(class_labels, self.config.num_classes, len(latents), "generator")
+        class_labels = _check_class_labels(
+            class_labels, self.config.num_classes, len(latents), "generator", "len(latents)"
+        )
         if class_labels is not None:
-            latents = torch.cat(
-                [latents, self.class_embedding(class_labels).to(latents.dtype)], dim=1
-            )  # (B, D + E)
+            embedding = self.class_embedding(class_labels.to(latents.device)).to(latents.dtype)
+            latents = torch.cat([latents, embedding], dim=1)  # (B, D + E)
         return self.blocks(self.project(latents))  # (B, c_0, s, s) → (B, C, H, W)
 
 
@@ -198,11 +186,11 @@ class Discriminator(ModelMixin, ConfigMixin):
         """(B, C, H, W) in [-1, 1] [, (B,) labels] → (B,) scores: > 0 means "real" (a logit of P(real))."""
         self.check_pixel_values(pixel_values)
         class_labels = _check_class_labels(
-            class_labels, self.config.num_classes, len(pixel_values), "discriminator"
+            class_labels, self.config.num_classes, len(pixel_values), "discriminator", "len(pixel_values)"
         )
         features = self.blocks(pixel_values)  # (B, F)
         score = self.score(features).squeeze(1)  # (B,)
         if class_labels is not None:
             # Projection discriminator, eq. (3) of arXiv:1802.05637: + <embed(y), φ(x)>.
-            score = score + (self.class_embedding(class_labels) * features).sum(1)
+            score = score + (self.class_embedding(class_labels.to(features.device)) * features).sum(1)
         return score

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .checks import check_number
+
 __all__ = ["apply_attribute", "attribute_strip", "attribute_vector", "interpolate", "lerp", "slerp"]
 
 INTERPOLATION_METHODS = ("lerp", "slerp")
@@ -31,15 +33,12 @@ def _check_pair(start: torch.Tensor, end: torch.Tensor) -> None:
 
 
 def _check_t(t: float) -> float:
-    if isinstance(t, torch.Tensor):
-        if t.numel() != 1:
-            raise ValueError(
-                f"`t` must be a single number, got a tensor of shape {tuple(t.shape)}; use `interpolate`."
-            )
-        t = t.item()
-    if not isinstance(t, int | float) or isinstance(t, bool):
-        raise TypeError(f"`t` must be a float, got {type(t).__name__}.")
-    return float(t)
+    """A finite number; outside [0, 1] extrapolates, which is allowed."""
+    if isinstance(t, torch.Tensor) and t.numel() != 1:
+        raise ValueError(
+            f"`t` must be a single number, got a tensor of shape {tuple(t.shape)}; use `interpolate`."
+        )
+    return check_number(t, "t", example=0.5)
 
 
 def lerp(start: torch.Tensor, end: torch.Tensor, t: float) -> torch.Tensor:
@@ -87,8 +86,7 @@ def interpolate(
     _check_pair(start, end)
     if method not in INTERPOLATION_METHODS:
         raise ValueError(f"`method` must be one of {INTERPOLATION_METHODS}, got {method!r}.")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
-        raise ValueError(f"`num_steps` must be an int >= 2 (the two endpoints included), got {num_steps!r}.")
+    check_number(num_steps, "num_steps", low=2, integer=True, hint="the two endpoints are included")
     function = lerp if method == "lerp" else slerp
     steps = [function(start, end, i / (num_steps - 1)) for i in range(num_steps)]
     if start.ndim == 1:
@@ -121,6 +119,7 @@ def attribute_vector(latents_with: torch.Tensor, latents_without: torch.Tensor) 
 
 def apply_attribute(latents: torch.Tensor, vector: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     """`latents + strength · vector` for every latent of the batch: (B, ...) → (B, ...). Negative removes it."""
+    strength = check_number(strength, "strength", example=1.0)
     if latents.shape[1:] != vector.shape and latents.shape != vector.shape:
         raise ValueError(
             f"`vector` must have the shape of one latent, {tuple(latents.shape[1:])}, got {tuple(vector.shape)}."

@@ -14,7 +14,6 @@ Here it serves (a) the classic inverse problem and (b) a conditional prior over 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,8 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
+
+from .checks import ClassLabels, check_class_labels, check_number
 
 __all__ = ["ConfigMixin", "MixtureDensityNetwork", "MixtureDensityOutput", "ModelMixin", "mixture_log_prob"]
 
@@ -142,17 +143,9 @@ class MixtureDensityNetwork(ModelMixin, ConfigMixin):
         if cfg.num_classes is not None:
             if class_labels is None:
                 raise ValueError(
-                    f"This MDN is class-conditional: pass `class_labels` (B,) in [0, {cfg.num_classes})."
+                    f"This MDN is class-conditional: pass `class_labels` (B,) in [0, {cfg.num_classes - 1}]."
                 )
-            if class_labels.dtype.is_floating_point or class_labels.ndim != 1:
-                raise ValueError(
-                    f"`class_labels` must be a (B,) integer tensor, got {class_labels.dtype} {tuple(class_labels.shape)}."
-                )
-            if len(class_labels) and (class_labels.min() < 0 or class_labels.max() >= cfg.num_classes):
-                raise ValueError(
-                    f"`class_labels` must lie in [0, {cfg.num_classes}), got values from {int(class_labels.min())} "
-                    f"to {int(class_labels.max())}."
-                )
+            class_labels = check_class_labels(class_labels, cfg.num_classes)
         elif class_labels is not None:
             raise ValueError(
                 "This MDN was built without `num_classes`; drop `class_labels` or train a conditional one."
@@ -179,7 +172,7 @@ class MixtureDensityNetwork(ModelMixin, ConfigMixin):
     def forward(
         self,
         condition: torch.Tensor | None = None,
-        class_labels: torch.Tensor | None = None,
+        class_labels: ClassLabels | None = None,
         target: torch.Tensor | None = None,
         batch_size: int | None = None,
         return_dict: bool = True,
@@ -206,7 +199,7 @@ class MixtureDensityNetwork(ModelMixin, ConfigMixin):
         self,
         target: torch.Tensor,
         condition: torch.Tensor | None = None,
-        class_labels: torch.Tensor | None = None,
+        class_labels: ClassLabels | None = None,
     ) -> torch.Tensor:
         """(B, output_dim) → (B,) log p(target | condition)."""
         output = self(condition=condition, class_labels=class_labels, target=target)
@@ -216,7 +209,7 @@ class MixtureDensityNetwork(ModelMixin, ConfigMixin):
     def sample(
         self,
         num_samples: int | None = None,
-        class_labels: torch.Tensor | Sequence[int] | None = None,
+        class_labels: ClassLabels | None = None,
         condition: torch.Tensor | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         temperature: float = 1.0,
@@ -227,10 +220,9 @@ class MixtureDensityNetwork(ModelMixin, ConfigMixin):
         σ_k · eps. Both draws use `generator`: one for the batch, or a list with one per row, so a batch
         reproduces the same rows drawn one by one. `temperature` < 1 trades diversity for typicality.
         """
-        if class_labels is not None and not isinstance(class_labels, torch.Tensor):
-            class_labels = torch.tensor(list(class_labels), dtype=torch.long)
-        if class_labels is not None:
-            class_labels = class_labels.to(self.device)
+        temperature = check_number(
+            temperature, "temperature", low=0, example=1.0, hint="0 gives the component means"
+        )
         output = self(condition=condition, class_labels=class_labels, batch_size=num_samples)
         batch_size, k, d = output.means.shape
         if isinstance(generator, list) and len(generator) != batch_size:

@@ -11,6 +11,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
 
 from latentzoo.models.autoencoder import Autoencoder, GaussianPrior, VariationalAutoencoder
+from latentzoo.models.checks import ClassLabels, check_class_labels, check_number
 from latentzoo.models.latent_tools import (
     INTERPOLATION_METHODS,
     attribute_strip,
@@ -22,6 +23,7 @@ from latentzoo.pipelines.utils import (
     check_generator,
     check_output_type,
     check_positive_int,
+    check_strengths,
     postprocess_images,
     prepare_noise,
 )
@@ -70,17 +72,16 @@ class AutoencoderPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ checks and helpers
     def check_inputs(self, batch_size, class_labels, latents, output_type):
+        """Raise a `ValueError`/`TypeError` naming the argument and the fix, before any work is done."""
+        if batch_size is not None:
+            check_positive_int(batch_size, "batch_size")
         if class_labels is not None:
             if not self.is_class_conditional:
                 raise ValueError(
                     "`class_labels` needs a class-conditional prior (a MixtureDensityNetwork with `num_classes`, "
                     f"trained by the `mdn_prior` task); this pipeline's prior is {type(self.prior).__name__}."
                 )
-            if batch_size is not None and batch_size != len(class_labels):
-                raise ValueError(
-                    f"`batch_size`={batch_size} disagrees with the {len(class_labels)} `class_labels`: pass one label "
-                    "per image and leave `batch_size` out."
-                )
+            check_class_labels(class_labels, self.prior.config.num_classes, batch_size)
         elif self.is_class_conditional and latents is None:
             raise ValueError(
                 "This pipeline's prior is class-conditional: pass `class_labels`, e.g. `class_labels=[0, 1, 7]` "
@@ -91,8 +92,6 @@ class AutoencoderPipeline(DiffusionPipeline):
                 "This pipeline's MDN prior is conditioned on vectors: call `pipe.prior.sample(condition=...)` and pass "
                 "the result as `latents`."
             )
-        if batch_size is not None:
-            check_positive_int(batch_size, "batch_size")
         if latents is not None and self.prior is not None and class_labels is not None:
             raise ValueError("Pass either `latents` or `class_labels`, not both: `latents` skip the prior.")
         check_output_type(output_type)
@@ -175,6 +174,9 @@ class AutoencoderPipeline(DiffusionPipeline):
         `method` is "slerp" (keeps the norm of Gaussian latents; the default) or "lerp". Lay the result out with
         `num_steps` images per row; each row begins at `start`'s reconstruction and ends at `end`'s.
         """
+        check_number(
+            num_steps, "num_steps", low=2, integer=True, example=8, hint="the two endpoints included"
+        )
         if method not in INTERPOLATION_METHODS:
             raise ValueError(f"`method` must be one of {INTERPOLATION_METHODS}, got {method!r}.")
         latents = interpolate(
@@ -203,8 +205,8 @@ class AutoencoderPipeline(DiffusionPipeline):
         With a list of strengths, each image gives a strip of len(strengths) images (B * S in all), e.g.
         `strength=[-2, -1, 0, 1, 2]` from "less" to "more" of the attribute.
         """
+        strengths = check_strengths(strength)
         latents = self._as_latents(images, "images")
-        strengths = [strength] if isinstance(strength, int | float) else list(strength)
         latents = attribute_strip(latents, vector.to(latents), strengths)
         return self.decode(latents, output_type, return_dict)
 
@@ -229,7 +231,7 @@ class AutoencoderPipeline(DiffusionPipeline):
     def __call__(
         self,
         batch_size: int | None = None,
-        class_labels: int | Sequence[int] | torch.Tensor | None = None,
+        class_labels: ClassLabels | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
@@ -242,7 +244,8 @@ class AutoencoderPipeline(DiffusionPipeline):
             batch_size (`int`, *optional*, defaults to 1, or `len(class_labels)`):
                 Number of images.
             class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
-                One label per image, for a class-conditional MDN prior (required there, an error elsewhere).
+                One label per image, each an int in [0, num_classes - 1], for a class-conditional MDN prior
+                (required there, an error elsewhere); one int with `batch_size` gives that class to every image.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 Source of all randomness; a list gives one generator per image, so a batch reproduces the same
                 images generated one by one.
@@ -258,14 +261,11 @@ class AutoencoderPipeline(DiffusionPipeline):
             >>> sevens = pipe(class_labels=[7] * 8, generator=torch.Generator().manual_seed(0)).images
         """
         # 1. Check inputs
-        if isinstance(class_labels, int):
-            class_labels = [class_labels]
-        if class_labels is not None and not isinstance(class_labels, torch.Tensor):
-            class_labels = torch.tensor(list(class_labels), dtype=torch.long)
         self.check_inputs(batch_size, class_labels, latents, output_type)
 
         # 2. Define call parameters
         if class_labels is not None:
+            class_labels = check_class_labels(class_labels, self.prior.config.num_classes, batch_size)  # (B,)
             batch_size = len(class_labels)
         elif latents is not None:
             batch_size = batch_size or len(latents)

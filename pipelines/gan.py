@@ -9,6 +9,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
+from latentzoo.models.checks import ClassLabels, check_class_labels, check_number
 from latentzoo.models.gan import Generator
 from latentzoo.models.latent_tools import (
     INTERPOLATION_METHODS,
@@ -21,11 +22,10 @@ from latentzoo.pipelines.utils import (
     check_generator,
     check_output_type,
     check_positive_int,
+    check_strengths,
     postprocess_images,
     prepare_noise,
 )
-
-ClassLabels = int | Sequence[int] | torch.Tensor | None
 
 # Rounds of redrawing for the truncation trick; the share of entries still outside [-t, t] after k rounds is
 # P(|z| > t)^k, e.g. 0.32^200 for t = 1: none in practice.
@@ -91,9 +91,10 @@ class GANPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ checks and helpers
     def _as_class_labels(
-        self, class_labels: ClassLabels, batch_size: int | None = None
+        self, class_labels: ClassLabels | None, batch_size: int | None = None, batch_name: str = "batch_size"
     ) -> torch.Tensor | None:
-        """None, an int, a list or a tensor → None or a (B,) int64 tensor, checked against `num_classes`."""
+        """None, an int, a list or a tensor → None or a (B,) int64 tensor, checked against `num_classes`; one int is
+        the label of all `batch_size` images."""
         if class_labels is None:
             if self.num_classes is not None:
                 raise ValueError(
@@ -103,30 +104,23 @@ class GANPipeline(DiffusionPipeline):
             return None
         if self.num_classes is None:
             raise ValueError("This generator is unconditional: leave `class_labels` out (use `batch_size`).")
-        if isinstance(class_labels, int) and not isinstance(class_labels, bool):
-            class_labels = [class_labels] * (batch_size or 1)
-        if not isinstance(class_labels, torch.Tensor):
-            class_labels = list(class_labels)
-            if not all(isinstance(c, int) and not isinstance(c, bool) for c in class_labels):
-                raise TypeError(f"`class_labels` must be ints, got {class_labels!r}.")
-            class_labels = torch.tensor(class_labels, dtype=torch.long)
-        if class_labels.ndim != 1 or class_labels.dtype.is_floating_point:
-            raise ValueError(
-                f"`class_labels` must be a 1-D sequence of ints, got shape {tuple(class_labels.shape)}."
-            )
-        bad = class_labels[(class_labels < 0) | (class_labels >= self.num_classes)].unique().tolist()
-        if bad:
-            raise ValueError(f"`class_labels` must be in [0, {self.num_classes}), got {bad}.")
-        if batch_size is not None and len(class_labels) != batch_size:
-            raise ValueError(
-                f"{len(class_labels)} `class_labels` for {batch_size} images: pass one label per image (or one int "
-                "for all)."
-            )
-        return class_labels.to(self._execution_device)
+        labels = check_class_labels(class_labels, self.num_classes, batch_size, batch_name=batch_name)
+        return labels.to(self._execution_device)
 
     def check_inputs(self, batch_size, latents, truncation, output_type):
+        """Raise a `ValueError`/`TypeError` naming the argument and the fix, before any work is done."""
         if batch_size is not None:
             check_positive_int(batch_size, "batch_size")
+        if truncation is not None:
+            # t = inf would be plain N(0, I), which is what None says; t <= 0 leaves no latent to draw.
+            check_number(
+                truncation,
+                "truncation",
+                low=0,
+                low_inclusive=False,
+                example=1.0,
+                hint="latents are then drawn within [-1, 1]; None (the default) draws plain N(0, I)",
+            )
         if latents is not None:
             self.generator.check_latents(latents)
             if batch_size is not None and batch_size != len(latents):
@@ -136,12 +130,6 @@ class GANPipeline(DiffusionPipeline):
                     "`truncation` applies to latents the pipeline draws; truncate your own `latents` before passing "
                     "them, or leave `latents` out."
                 )
-        if truncation is not None and (
-            isinstance(truncation, bool) or not isinstance(truncation, int | float) or truncation <= 0
-        ):
-            raise ValueError(
-                f"`truncation` must be a positive float (e.g. 1.0: latents within [-1, 1]) or None, got {truncation!r}."
-            )
         check_output_type(output_type)
 
     def prepare_latents(
@@ -177,14 +165,14 @@ class GANPipeline(DiffusionPipeline):
     def decode(
         self,
         latents: torch.Tensor,
-        class_labels: ClassLabels = None,
+        class_labels: ClassLabels | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
         """(B, latent_dim) latents [and labels] → images in `output_type` ("pil", "np", "pt" in [0, 1], "latent")."""
         self.generator.check_latents(latents)
         check_output_type(output_type)
-        class_labels = self._as_class_labels(class_labels, len(latents))
+        class_labels = self._as_class_labels(class_labels, len(latents), "len(latents)")
         latents = latents.to(device=self._execution_device, dtype=self.generator.dtype)
         images = None if output_type == "latent" else self.generator(latents, class_labels)
         return self._output(images, latents, output_type, return_dict)
@@ -196,7 +184,7 @@ class GANPipeline(DiffusionPipeline):
         end: torch.Tensor,
         num_steps: int = 8,
         method: str = "slerp",
-        class_labels: ClassLabels = None,
+        class_labels: ClassLabels | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ):
@@ -205,12 +193,15 @@ class GANPipeline(DiffusionPipeline):
         `method` "slerp" (the default; keeps the norm typical of N(0, I) draws) or "lerp"; each strip of `num_steps`
         images is consecutive. A class-conditional generator takes one label per strip (or one int for all).
         """
+        check_number(
+            num_steps, "num_steps", low=2, integer=True, example=8, hint="the two endpoints included"
+        )
         if method not in INTERPOLATION_METHODS:
             raise ValueError(f"`method` must be one of {INTERPOLATION_METHODS}, got {method!r}.")
         start, end = (x[None] if isinstance(x, torch.Tensor) and x.ndim == 1 else x for x in (start, end))
         self.generator.check_latents(start)
         self.generator.check_latents(end)
-        labels = self._as_class_labels(class_labels, len(start))
+        labels = self._as_class_labels(class_labels, len(start), "len(start)")
         latents = interpolate(start, end, num_steps, method)  # (B * num_steps, D), each strip consecutive
         if labels is not None:
             labels = labels.repeat_interleave(num_steps)  # one label per strip → one per image
@@ -229,14 +220,14 @@ class GANPipeline(DiffusionPipeline):
         latents: torch.Tensor,
         vector: torch.Tensor,
         strength: float | Sequence[float] = 1.0,
-        class_labels: ClassLabels = None,
+        class_labels: ClassLabels | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ):
         """Decode `latents + strength · vector`; a list of strengths gives a strip of len(strengths) per latent."""
         self.generator.check_latents(latents)
-        strengths = [strength] if isinstance(strength, int | float) else list(strength)
-        labels = self._as_class_labels(class_labels, len(latents))
+        strengths = check_strengths(strength)
+        labels = self._as_class_labels(class_labels, len(latents), "len(latents)")
         latents = attribute_strip(latents, vector.to(latents), strengths)
         if labels is not None:
             labels = labels.repeat_interleave(len(strengths))
@@ -247,7 +238,7 @@ class GANPipeline(DiffusionPipeline):
     def __call__(
         self,
         batch_size: int | None = None,
-        class_labels: ClassLabels = None,
+        class_labels: ClassLabels | None = None,
         latents: torch.Tensor | None = None,
         truncation: float | None = None,
         generator: GeneratorArgument = None,
@@ -261,14 +252,14 @@ class GANPipeline(DiffusionPipeline):
             batch_size (`int`, *optional*, defaults to 1, `len(class_labels)` or `len(latents)`):
                 Number of images.
             class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
-                One label per image for a class-conditional generator (required there, an error elsewhere); an int
-                with `batch_size` gives that class to every image.
+                One label per image, each an int in [0, num_classes - 1], for a class-conditional generator
+                (required there, an error elsewhere); an int with `batch_size` gives that class to every image.
             latents (`torch.Tensor`, *optional*):
                 (B, latent_dim) latents to use instead of drawing them.
             truncation (`float`, *optional*):
                 The truncation trick: draw latents from N(0, I) truncated to [-truncation, truncation], *resampling*
-                every entry outside (not rescaling). Smaller is more typical, less varied images; None (default)
-                draws plain N(0, I).
+                every entry outside (not rescaling); a finite number > 0. Smaller is more typical, less varied
+                images; None (default) draws plain N(0, I).
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 Source of all randomness; a list gives one generator per image, so a batch reproduces the same
                 images generated one by one.
@@ -284,15 +275,12 @@ class GANPipeline(DiffusionPipeline):
         # 1. Check inputs
         self.check_inputs(batch_size, latents, truncation, output_type)
 
-        # 2. Define call parameters
-        if isinstance(class_labels, int) and not isinstance(class_labels, bool):
-            batch_size = batch_size or (len(latents) if latents is not None else 1)
-        elif class_labels is not None:
-            batch_size = batch_size or len(class_labels)
-        elif latents is not None:
-            batch_size = len(latents)
-        batch_size = batch_size or 1
-        class_labels = self._as_class_labels(class_labels, batch_size)
+        # 2. Define call parameters; class labels: (B,), or None for an unconditional generator
+        batch_name = "batch_size"
+        if batch_size is None and latents is not None:
+            batch_size, batch_name = len(latents), "len(latents)"
+        class_labels = self._as_class_labels(class_labels, batch_size, batch_name)
+        batch_size = len(class_labels) if class_labels is not None else batch_size or 1
         check_generator(generator, batch_size)
 
         # 3. Draw the latents: (B, latent_dim)

@@ -6,16 +6,17 @@ output type, with the argument checks shared by latentzoo's pipelines. Any diffu
 `pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`.
 """
 
-from collections.abc import Sequence
-
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers import KarrasDiffusionSchedulers
 
+from latentzoo.models.checks import ClassLabels, check_class_labels
 from latentzoo.pipelines.utils import (
     apply_classifier_free_guidance,
+    check_eta,
     check_generator,
+    check_guidance_scale,
     check_num_inference_steps,
     check_output_type,
     check_positive_int,
@@ -67,15 +68,13 @@ class PixelDiffusionPipeline(DiffusionPipeline):
     def do_classifier_free_guidance(self) -> bool:
         return self._guidance_scale > 1
 
-    def check_inputs(self, batch_size, class_labels, guidance_scale, num_inference_steps, output_type):
+    def check_inputs(
+        self, batch_size, class_labels, guidance_scale, num_inference_steps, output_type, eta=0.0
+    ):
         """Raise a `ValueError`/`TypeError` naming the argument and the fix, before any work is done."""
-        check_num_inference_steps(num_inference_steps)
-        num_train_timesteps = self.scheduler.config.num_train_timesteps
-        if num_inference_steps > num_train_timesteps:
-            raise ValueError(
-                f"`num_inference_steps`={num_inference_steps} exceeds the {num_train_timesteps} timesteps the model "
-                f"was trained with; use at most {num_train_timesteps}."
-            )
+        check_num_inference_steps(num_inference_steps, self.scheduler.config.num_train_timesteps)
+        check_guidance_scale(guidance_scale)
+        check_eta(eta)
         check_output_type(output_type)
         if batch_size is not None:
             check_positive_int(batch_size, "batch_size")
@@ -91,35 +90,26 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                 "This pipeline's UNet is unconditional (`unet.config.num_class_embeds` is None): pass `batch_size` "
                 "instead of `class_labels`."
             )
-        labels = torch.as_tensor(class_labels)
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim > 1:
-            raise TypeError(f"`class_labels` must be an int or a list of ints, got {class_labels!r}.")
-        labels = labels.reshape(-1)
-        if len(labels) == 0:
-            raise ValueError("`class_labels` is empty; pass at least one label.")
-        if batch_size is not None and batch_size != len(labels):
-            raise ValueError(
-                f"`batch_size`={batch_size} disagrees with the {len(labels)} `class_labels`; pass one of them "
-                "(the batch is one image per label)."
-            )
-        bad = labels[(labels < 0) | (labels >= self.num_classes)]
-        if len(bad):
-            raise ValueError(
-                f"`class_labels` must lie in [0, {self.num_classes - 1}] (this model knows {self.num_classes} "
-                f"classes; index {self.num_classes} is its null class), got {bad.tolist()}. For unconditional "
-                "samples pass `batch_size` without `class_labels`."
-            )
+        self.prepare_class_labels(class_labels, batch_size, "cpu")  # checks the labels against num_classes
 
     def prepare_class_labels(
-        self, class_labels: int | Sequence[int] | torch.Tensor | None, batch_size: int, device: torch.device
+        self, class_labels: ClassLabels | None, batch_size: int | None, device: torch.device
     ) -> torch.Tensor | None:
-        """(B,) int64 labels for the UNet: the given ones, or the null class for an unconditional batch of a
-        class-conditional model, or None for an unconditional model."""
+        """(B,) int64 labels for the UNet: the given ones (checked; one int is the label of all `batch_size` images),
+        or the null class for an unconditional batch of a class-conditional model, or None for an unconditional
+        model."""
         if self.num_classes is None:
             return None
         if class_labels is None:
-            return torch.full((batch_size,), self.null_class_label, dtype=torch.long, device=device)
-        return torch.as_tensor(class_labels, dtype=torch.long).reshape(-1).to(device)
+            return torch.full((batch_size or 1,), self.null_class_label, dtype=torch.long, device=device)
+        labels = check_class_labels(
+            class_labels,
+            self.num_classes,
+            batch_size,
+            hint=f"index {self.num_classes} is the null class, for guidance only: for unconditional samples pass "
+            "`batch_size` without `class_labels`",
+        )
+        return labels.to(device)
 
     def prepare_latents(
         self,
@@ -138,7 +128,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
     def __call__(
         self,
         batch_size: int | None = None,
-        class_labels: int | Sequence[int] | torch.Tensor | None = None,
+        class_labels: ClassLabels | None = None,
         num_inference_steps: int = 50,
         guidance_scale: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -155,20 +145,22 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                 Number of images when `class_labels` is not given (default 1). A class-conditional model then
                 samples its unconditional (null-class) distribution.
             class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
-                One image per label, each in [0, num_classes - 1].
+                One image per label, each an int in [0, num_classes - 1]; one int with `batch_size` gives that
+                class to every image. Floats are refused, not rounded.
             num_inference_steps (`int`, *optional*, defaults to 50):
                 Denoising steps, at most the scheduler's `num_train_timesteps`: 10-20 suffice with
                 `DPMSolverMultistepScheduler`, DDPM's ancestral sampler wants all 1,000.
             guidance_scale (`float`, *optional*, defaults to 1.0):
                 Classifier-free guidance `uncond + s * (cond - uncond)` (arXiv:2207.12598, eq. (6)), the null class
-                being "uncond". With `guidance_scale <= 1` the UNet runs on the conditional batch only.
+                being "uncond"; a finite number >= 0. With `guidance_scale <= 1` the UNet runs on the conditional
+                batch only.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 Source of all randomness. A list gives one generator per image, so a batch reproduces the images
                 generated one by one.
             latents (`torch.Tensor`, *optional*):
                 Starting noise x_T (B, C, H, W), drawn from `generator` if not given.
             eta (`float`, *optional*, defaults to 0.0):
-                DDIM's η (arXiv:2010.02502); other schedulers ignore it.
+                DDIM's η (arXiv:2010.02502) in [0, 1]: 0 is deterministic, 1 DDPM-like; other schedulers ignore it.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"` (list of `PIL.Image`), `"np"` ((B, H, W, C) in [0, 1]), `"pt"` ((B, C, H, W) in [0, 1]) or
                 `"latent"` (the raw samples (B, C, H, W) in about [-1, 1], not clamped).
@@ -189,18 +181,16 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             ...               generator=torch.Generator().manual_seed(0)).images
         """
         # 1. Check inputs
-        self.check_inputs(batch_size, class_labels, guidance_scale, num_inference_steps, output_type)
+        self.check_inputs(batch_size, class_labels, guidance_scale, num_inference_steps, output_type, eta)
         self._guidance_scale = guidance_scale
 
-        # 2. Define call parameters
-        if class_labels is not None:
-            batch_size = torch.as_tensor(class_labels).numel()
-        batch_size = batch_size or 1
-        check_generator(generator, batch_size)
+        # 2. Define call parameters; class labels: (B,), or None for an unconditional UNet
         device = self._execution_device
-
-        # 3. Class labels: (B,) and, with guidance, the null class first: (2B,) = [null] * B + labels
         class_labels = self.prepare_class_labels(class_labels, batch_size, device)
+        batch_size = len(class_labels) if class_labels is not None else batch_size or 1
+        check_generator(generator, batch_size)
+
+        # 3. With guidance, the null class first: (2B,) = [null] * B + labels
         if self.do_classifier_free_guidance:
             null_labels = torch.full_like(class_labels, self.null_class_label)
             class_labels = torch.cat([null_labels, class_labels])

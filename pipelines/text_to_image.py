@@ -20,7 +20,9 @@ from latentzoo.models.conditioning import PromptProjection
 from latentzoo.pipelines.utils import (
     apply_classifier_free_guidance,
     check_callback_tensor_inputs,
+    check_eta,
     check_generator,
+    check_guidance_scale,
     check_image_size,
     check_num_inference_steps,
     check_output_type,
@@ -105,6 +107,8 @@ class LatentTextToImagePipeline(DiffusionPipeline):
         num_images_per_prompt,
         output_type,
         callback_on_step_end_tensor_inputs,
+        guidance_scale=7.5,
+        eta=0.0,
     ):
         """Raise a `ValueError`/`TypeError` naming the argument and the fix, before any work is done."""
         if (prompt is None) == (prompt_embeds is None):
@@ -168,8 +172,10 @@ class LatentTextToImagePipeline(DiffusionPipeline):
             )
 
         check_image_size(height, width, self.vae_scale_factor)
-        check_num_inference_steps(num_inference_steps)
+        check_num_inference_steps(num_inference_steps, self.scheduler.config.get("num_train_timesteps"))
         check_positive_int(num_images_per_prompt, "num_images_per_prompt")
+        check_guidance_scale(guidance_scale)
+        check_eta(eta)
         check_output_type(output_type)
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
 
@@ -326,10 +332,12 @@ class LatentTextToImagePipeline(DiffusionPipeline):
                 What to guide away from; one str for all prompts or one per prompt. Defaults to the empty
                 prompt. Ignored when `guidance_scale <= 1`.
             num_inference_steps (`int`, *optional*, defaults to 50):
-                Denoising steps; ~20 suffice with `DPMSolverMultistepScheduler`, DDPM needs its full 1000.
+                Denoising steps, at most the scheduler's `num_train_timesteps`; ~20 suffice with
+                `DPMSolverMultistepScheduler`, DDPM needs its full 1000.
             guidance_scale (`float`, *optional*, defaults to 7.5):
-                Classifier-free guidance weight (`uncond + s * (cond - uncond)`, arXiv:2207.12598). With
-                `guidance_scale <= 1` the UNet runs on the conditional batch only (half the compute). 7.5 is
+                Classifier-free guidance weight (`uncond + s * (cond - uncond)`, arXiv:2207.12598), a finite
+                number >= 0. With `guidance_scale <= 1` the UNet runs on the conditional batch only (half the
+                compute). 7.5 is
                 Stable Diffusion's default; small models trained from scratch often do better around 2-4: use
                 the value stated in the model card.
             num_images_per_prompt (`int`, *optional*, defaults to 1):
@@ -347,7 +355,7 @@ class LatentTextToImagePipeline(DiffusionPipeline):
             pooled_prompt_embeds, negative_pooled_prompt_embeds (`torch.Tensor`, *optional*):
                 Precomputed (B, D) pooled embeddings; needed with `prompt_embeds` when `prompt_projection` is set.
             eta (`float`, *optional*, defaults to 0.0):
-                DDIM's η (arXiv:2010.02502); other schedulers ignore it.
+                DDIM's η (arXiv:2010.02502) in [0, 1]: 0 is deterministic, 1 DDPM-like; other schedulers ignore it.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"` (list of `PIL.Image`), `"np"` ((B, H, W, C) in [0, 1]), `"pt"` ((B, C, H, W) in [0, 1]), or
                 `"latent"` (the final scaled latents, not decoded).
@@ -380,7 +388,8 @@ class LatentTextToImagePipeline(DiffusionPipeline):
             default_height, default_width = default_sample_size(
                 self.unet.config.sample_size, self.vae_scale_factor
             )
-            height, width = height or default_height, width or default_width
+            height = default_height if height is None else height
+            width = default_width if width is None else width
 
         # 1. Check inputs
         self.check_inputs(
@@ -396,6 +405,8 @@ class LatentTextToImagePipeline(DiffusionPipeline):
             num_images_per_prompt,
             output_type,
             callback_on_step_end_tensor_inputs,
+            guidance_scale,
+            eta,
         )
         self._guidance_scale = guidance_scale
 

@@ -1,7 +1,8 @@
 """Helpers shared by latentzoo's pipelines: argument checks, noise, scheduler plumbing, guidance, output.
 
 Each pipeline (latent text-to-image, pixel DDPM, autoencoder, GAN) imports these instead of copying them,
-so an argument is checked, and an error worded, the same way everywhere.
+so an argument is checked, and an error worded, the same way everywhere. The checks of numbers and class labels
+themselves (`check_number`, `check_class_labels`) live in `latentzoo.models.checks`, as models use them too.
 """
 
 import inspect
@@ -14,29 +15,69 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
+from latentzoo.models.checks import check_number
+
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 GeneratorArgument = torch.Generator | list[torch.Generator] | None
 
 
-def check_num_inference_steps(num_inference_steps: int) -> None:
-    """Raise unless `num_inference_steps` is a positive integer."""
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
-        raise TypeError(
-            f"`num_inference_steps` must be a positive int, got {num_inference_steps!r} of type "
-            f"{type(num_inference_steps).__name__}."
-        )
-    if num_inference_steps <= 0:
+def check_num_inference_steps(num_inference_steps: int, num_train_timesteps: int | None = None) -> None:
+    """Raise unless `num_inference_steps` is a positive int, at most `num_train_timesteps` when that is given."""
+    check_number(
+        num_inference_steps,
+        "num_inference_steps",
+        low=1,
+        integer=True,
+        example=20,
+        hint="about 20 suffice with DPM-Solver++, DDPM wants its full 1000",
+    )
+    if num_train_timesteps is not None and num_inference_steps > num_train_timesteps:
         raise ValueError(
-            f"`num_inference_steps` must be a positive int, got {num_inference_steps}: pass e.g. "
-            "`num_inference_steps=20` for DPM-Solver++ or 1000 for DDPM."
+            f"`num_inference_steps`={num_inference_steps} exceeds the {num_train_timesteps} timesteps the model "
+            f"was trained with; use at most {num_train_timesteps}."
         )
 
 
 def check_positive_int(value: int, name: str) -> None:
     """Raise unless `value` (the argument called `name`) is a positive integer, e.g. `num_images_per_prompt`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    check_number(value, name, low=1, integer=True, example=1)
+
+
+def check_guidance_scale(guidance_scale: float) -> None:
+    """Raise unless `guidance_scale` is a finite number >= 0 (values up to 1 switch guidance off)."""
+    check_number(
+        guidance_scale,
+        "guidance_scale",
+        low=0,
+        example=3.0,
+        hint="values up to 1 run the conditional model alone, larger ones guide (arXiv:2207.12598)",
+    )
+
+
+def check_eta(eta: float) -> None:
+    """Raise unless `eta`, DDIM's η, is a finite number in [0, 1] (0: deterministic DDIM, 1: DDPM-like)."""
+    check_number(
+        eta,
+        "eta",
+        low=0,
+        high=1,
+        example=0.0,
+        hint="0 is deterministic DDIM, 1 DDPM-like; other schedulers ignore it",
+    )
+
+
+def check_strengths(strength: float | Sequence[float]) -> list[float]:
+    """`apply_attribute`'s `strength`, one number or a list of them, as a list of finite floats (any sign)."""
+    if isinstance(strength, list | tuple) or (
+        isinstance(strength, torch.Tensor | np.ndarray) and strength.ndim == 1
+    ):
+        if len(strength) == 0:
+            raise ValueError(
+                "`strength` is empty: pass a number or a list of them, e.g. `strength=[-2, -1, 0, 1, 2]`."
+            )
+        return [check_number(s, "strength", example=1.0) for s in strength]
+    return [check_number(strength, "strength", example=1.0)]
 
 
 def check_generator(generator: GeneratorArgument, batch_size: int) -> None:
@@ -65,8 +106,15 @@ def check_generator(generator: GeneratorArgument, batch_size: int) -> None:
 def check_image_size(height: int, width: int, factor: int) -> None:
     """Raise unless `height` and `width` are positive multiples of `factor` (the VAE's downsampling factor)."""
     for name, size in (("height", height), ("width", width)):
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % factor != 0:
-            nearest = max(factor, round(size / factor) * factor) if isinstance(size, int | float) else factor
+        size = check_number(
+            size,
+            name,
+            low=1,
+            integer=True,
+            hint=f"pass a multiple of the VAE's downsampling factor {factor}, or None for the model's own size",
+        )
+        if size % factor != 0:
+            nearest = max(factor, round(size / factor) * factor)
             raise ValueError(
                 f"`{name}` must be a positive multiple of the VAE's downsampling factor {factor}, got {size!r}; "
                 f"use e.g. `{name}={nearest}`."

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 
 from ...models.autoencoder import Autoencoder, GaussianPrior, VariationalAutoencoder
+from ...models.checks import cycle_class_labels
 from ...models.mdn import MixtureDensityNetwork
 from ...pipelines.autoencoder import AutoencoderPipeline
 from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, Widths
@@ -266,8 +267,7 @@ class MixtureDensityPriorTask(TrainingTask):
     def validation_images(self, pipeline, num_images, generator):
         if not self.config.class_conditional:
             return pipeline(batch_size=num_images, generator=generator, output_type="pt").images
-        # Classes in order, 0, 1, 2, ..., so each row of the grid can be read off.
-        labels = [i % self.prior.config.num_classes for i in range(num_images)]
+        labels = cycle_class_labels(num_images, self.prior.config.num_classes)
         return pipeline(class_labels=labels, generator=generator, output_type="pt").images
 
     @classmethod

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import DPMSolverMultistepScheduler, UNet2DModel
 
+from ...models.checks import cycle_class_labels
 from ...pipelines.pixel_diffusion import PixelDiffusionPipeline
 from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval, Widths
 from .base import TaskConfig, TrainingTask, conditioning_classes
@@ -143,8 +144,7 @@ class DDPMTask(TrainingTask):
         )
         if self.num_classes is None:
             return pipeline(batch_size=num_images, **settings).images
-        # Classes in order, repeated: one row per class in a grid of `num_classes` columns.
-        class_labels = [i % self.num_classes for i in range(num_images)]
+        class_labels = cycle_class_labels(num_images, self.num_classes)
         return pipeline(
             class_labels=class_labels, guidance_scale=self.config.validation_guidance_scale, **settings
         ).images

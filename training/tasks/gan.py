@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ...models.checks import cycle_class_labels
 from ...models.gan import Discriminator, Generator
 from ...pipelines.gan import GANPipeline
 from ..config import NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval, Widths
@@ -155,8 +156,7 @@ class GANTask(TrainingTask):
         return GANPipeline(generator=modules["generator"])
 
     def _class_labels(self, num_images: int) -> list[int] | None:
-        # Classes in order, repeated: with `num_classes` images per row, one column per class.
-        return None if self.num_classes is None else [i % self.num_classes for i in range(num_images)]
+        return None if self.num_classes is None else cycle_class_labels(num_images, self.num_classes)
 
     @torch.no_grad()
     def validation_images(self, pipeline, num_images, generator):
