@@ -558,3 +558,51 @@ def test_kill_and_resume_soak_ends_bit_identical(tmp_path):
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     assert json.loads((run / "train_state.json").read_text())["global_step"] == 24
+
+
+def launch_two_processes(output_dir: Path, *overrides: str, port: int) -> subprocess.Popen:
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        str(SLOW_TRAIN),
+        *TINY,
+        f"output_dir={output_dir}",
+        *overrides,
+    ]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_under_accelerate_launch_checkpoints_every_rank_and_resumes_bit_identically(tmp_path):
+    straight = launch_two_processes(tmp_path / "straight", *SOAK, port=29541)
+    _, stderr = straight.communicate(timeout=300)
+    assert straight.returncode == 0, stderr[-3000:]
+
+    run = tmp_path / "interrupted"
+    process = launch_two_processes(run, *SOAK, port=29542)
+    wait_for_checkpoint(process, run / "checkpoints", 3)
+    process.send_signal(signal.SIGTERM)  # to the launcher, which passes it to both ranks
+    _, stderr = process.communicate(timeout=300)
+    steps = {int(step) for step in re.findall(r"SIGTERM at step (\d+): checkpoint written", stderr)}
+    assert len(steps) == 1, stderr[-3000:]  # both ranks stopped after the same step
+    (step,) = steps
+    assert 3 <= step < 24 and list_checkpoints(run / "checkpoints")[-1].name == f"checkpoint-{step}"
+
+    resumed = launch_two_processes(run, *SOAK, "resume_from_checkpoint=latest", port=29543)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr[-3000:]
+    expected, got = final_weights(tmp_path / "straight"), final_weights(run)
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
