@@ -19,28 +19,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
 
-from latentzoo.data import load_dataset  # noqa: E402
 from latentzoo.evaluation.protocol import evaluate_text_to_image  # noqa: E402
-from latentzoo.training import list_checkpoints, load_config, train  # noqa: E402
-from latentzoo.training.tasks import get_task_class  # noqa: E402
+from latentzoo.training import Trainer, list_checkpoints, load_config, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def pipeline_from_checkpoint(config, checkpoint: Path):
-    """The task's pipeline with the EMA weights stored in `checkpoint`."""
-    torch.manual_seed(config.seed)
-    task = get_task_class(config.task)(config.model, load_dataset(config.dataset, split="train"))
-    ((name, module),) = task.trainable_modules().items()
-    ema = load_file(checkpoint / f"ema_{name}.safetensors")
-    with torch.no_grad():
-        for index, parameter in enumerate(module.parameters()):
-            parameter.copy_(ema[str(index)])
-    module.eval()
-    return task.make_pipeline({name: module})
 
 
 def main(argv=None):
@@ -70,7 +53,7 @@ def main(argv=None):
     rows = []
     for checkpoint in list_checkpoints(args.output_dir / "checkpoints"):
         state = json.loads((checkpoint / "train_state.json").read_text())
-        pipeline = pipeline_from_checkpoint(config, checkpoint)
+        pipeline = Trainer(config).pipeline_from_checkpoint(checkpoint)
         pipeline.set_progress_bar_config(disable=True)
         result = evaluate_text_to_image(
             pipeline, per_digit=args.per_digit, guidance_scale=args.guidance_scale, held_out_per_digit=10

@@ -91,7 +91,7 @@ class UnconditionalDDPMBenchTask(TrainingTask):
     def trainable_modules(self):
         return {"unet": self.unet}
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         type(self).step_times.append(time.perf_counter())
         pixel_values = batch["pixel_values"].expand(-1, self.channels, -1, -1)
         loss = ddpm_loss(modules["unet"], self.scheduler, pixel_values)

@@ -12,9 +12,9 @@ from latentzoo.training.trainer import TrainingInterrupted
 class SlowTask(AutoencoderKLTask):
     step_seconds = 0.05  # sleeping changes no number: the weights match an unslowed run bit for bit
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         time.sleep(self.step_seconds)
-        return super().training_step(batch, modules)
+        return super().training_step(batch, modules, step)
 
 
 if __name__ == "__main__":

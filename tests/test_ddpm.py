@@ -45,7 +45,7 @@ def reference_alphas_cumprod(schedule: str, num_train_timesteps: int = 1000) -> 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_noised_sample_equals_closed_form(schedule):
-    scheduler = make_noise_scheduler(DDPMConfig(noise_schedule=schedule))
+    scheduler = make_noise_scheduler(schedule, prediction_type="v_prediction")
     generator = torch.Generator().manual_seed(0)
     x0 = torch.rand(6, 1, 8, 8, generator=generator) * 2 - 1
     noise = torch.randn(6, 1, 8, 8, generator=generator)
@@ -59,8 +59,8 @@ def test_noised_sample_equals_closed_form(schedule):
 
 
 def test_cosine_schedule_starts_near_one_falls_monotonically_and_keeps_more_signal():
-    cosine = make_noise_scheduler(DDPMConfig(noise_schedule="cosine")).alphas_cumprod
-    linear = make_noise_scheduler(DDPMConfig(noise_schedule="linear")).alphas_cumprod
+    cosine = make_noise_scheduler("cosine").alphas_cumprod
+    linear = make_noise_scheduler("linear").alphas_cumprod
     assert cosine[0] > 0.999
     assert (cosine[1:] < cosine[:-1]).all()
     for t in (250, 500, 750):
@@ -87,7 +87,7 @@ def tiny_unet(num_classes: int | None = 2, sample_size: int = 8) -> UNet2DModel:
 
 
 def tiny_pipeline(num_classes: int | None = 2, scheduler_class=DDPMScheduler) -> PixelDiffusionPipeline:
-    scheduler = scheduler_class.from_config(make_noise_scheduler(DDPMConfig()).config)
+    scheduler = scheduler_class.from_config(make_noise_scheduler(prediction_type="v_prediction").config)
     return PixelDiffusionPipeline(unet=tiny_unet(num_classes).eval(), scheduler=scheduler)
 
 
@@ -124,7 +124,7 @@ def trained_pipeline():
     step = 0
     while step < 300:
         for batch in loader:
-            loss = task.training_step(batch, modules)["loss"]
+            loss = task.training_step(batch, modules, step)["loss"]
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()

@@ -45,14 +45,14 @@ def tiny_generator(**kwargs) -> Generator:
 class RecordingGANTask(GANTask):
     """Keeps what its first training step saw: the batch, the RNG state, and every parameter before the update."""
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         if not hasattr(self, "seen"):
             self.seen = {
                 "batch": {k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)},
                 "rng": torch.get_rng_state(),
                 "modules": {name: copy.deepcopy(module) for name, module in modules.items()},
             }
-        return super().training_step(batch, modules)
+        return super().training_step(batch, modules, step)
 
 
 @pytest.mark.parametrize("loss", ["non_saturating", "hinge"])
@@ -66,7 +66,7 @@ def test_one_step_updates_each_player_only_through_its_own_loss_and_optimizer(tm
     # The same step done by hand: L_D's gradient into D alone, L_G's into G alone, one AdamW step each.
     modules = copy.deepcopy(seen["modules"])
     torch.set_rng_state(seen["rng"])
-    losses = trainer.task.training_step(seen["batch"], modules)
+    losses = trainer.task.training_step(seen["batch"], modules, 0)
     for name in ("discriminator", "generator"):
         params = list(modules[name].parameters())
         grads = torch.autograd.grad(losses[name], params, retain_graph=True)
@@ -88,7 +88,7 @@ def test_generator_loss_leaves_no_gradient_in_the_discriminator_and_vice_versa(t
     set_seed(0)
     task = GANTask(config.model, load_dataset("digits", "train"))
     batch = {"pixel_values": task.dataset.pixel_values[:8]}
-    losses = task.training_step(batch, task.trainable_modules())
+    losses = task.training_step(batch, task.trainable_modules(), 0)
     d_params = list(task.discriminator.parameters())
     g_params = list(task.generator.parameters())
     # L_D sees G(z).detach(): no path to G at all.

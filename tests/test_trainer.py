@@ -176,11 +176,11 @@ class InterruptedTask(AutoencoderKLTask):
 
     fail_at = 7
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         self.calls = getattr(self, "calls", 0) + 1
         if self.calls == self.fail_at:
             raise KeyboardInterrupt("simulated kill")
-        return super().training_step(batch, modules)
+        return super().training_step(batch, modules, step)
 
 
 def checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -374,9 +374,9 @@ class NaNAtStep(AutoencoderKLTask):
 
     step = 3
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         self.calls = getattr(self, "calls", 0) + 1
-        outputs = super().training_step(batch, modules)
+        outputs = super().training_step(batch, modules, step)
         if self.calls == self.step:
             outputs["loss"] = outputs["loss"] * float("nan")
         return outputs
@@ -606,3 +606,52 @@ def test_sigterm_under_accelerate_launch_checkpoints_every_rank_and_resumes_bit_
     expected, got = final_weights(tmp_path / "straight"), final_weights(run)
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+
+
+class CountingTask(AutoencoderKLTask):
+    """Counts the images it trained on in state of its own (restored on resume) and records the steps it is given;
+    dies in the middle of its 7th step when `fail_at` says so."""
+
+    fail_at = None
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.counter = torch.nn.Module()
+        self.counter.register_buffer("images", torch.zeros((), dtype=torch.int64))
+        self.steps = []
+
+    def checkpoint_state(self):
+        return {"counter": self.counter}
+
+    def training_step(self, batch, modules, step):
+        if len(self.steps) + 1 == self.fail_at:
+            raise KeyboardInterrupt("simulated kill")
+        self.steps.append(step)
+        self.counter.images += len(batch["pixel_values"])
+        return super().training_step(batch, modules, step)
+
+
+def test_task_state_and_the_step_survive_a_resume(tmp_path):
+    common = ["max_train_steps=10", "checkpointing_steps=5", "train_batch_size=32", "use_ema=true"]
+    interrupted = type("Dies", (CountingTask,), {"fail_at": 7})
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(tmp_path, *common), task_class=interrupted).train()
+    assert (tmp_path / "checkpoints" / "checkpoint-5" / "task_counter.safetensors").is_file()
+
+    resumed = Trainer(
+        tiny_config(tmp_path, *common, "resume_from_checkpoint=latest"), task_class=CountingTask
+    )
+    resumed.train()
+    assert resumed.task.steps == [5, 6, 7, 8, 9]  # the global step before each batch, continuing
+    assert int(resumed.task.counter.images) == 10 * 32  # 5 steps counted before the kill, restored, 5 after
+
+
+def test_pipeline_from_checkpoint_carries_the_checkpoints_ema_weights(tmp_path):
+    config = tiny_config(tmp_path, "max_train_steps=4", "checkpointing_steps=4", "use_ema=true")
+    Trainer(config).train()
+    restored = Trainer(config).pipeline_from_checkpoint(tmp_path / "checkpoints" / "checkpoint-4")
+    saved = AutoencoderKL.from_pretrained(tmp_path)  # the final model is saved with the EMA weights
+    for name, tensor in saved.state_dict().items():
+        assert torch.equal(restored.state_dict()[name], tensor), name
+    raw = Trainer(config).pipeline_from_checkpoint(tmp_path / "checkpoints" / "checkpoint-4", ema=False)
+    assert not all(torch.equal(raw.state_dict()[k], v) for k, v in saved.state_dict().items())

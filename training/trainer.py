@@ -33,6 +33,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,6 +135,45 @@ def _write_manifest(folder: Path) -> None:
         json.dump({"files": files}, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
+
+
+def save_state_dict(state: dict[str, Any], folder: Path, name: str) -> None:
+    """Write `state` (nested dicts and lists of tensors and JSON values) without pickle: its tensors into
+    ``name.safetensors``, everything else into ``name.json``, where each tensor is replaced by a reference to it."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def strip(value, key: str):
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value.detach().cpu().contiguous()
+            return {"__tensor__": key}
+        if isinstance(value, dict):
+            return {str(k): strip(v, f"{key}.{k}") for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [strip(v, f"{key}.{i}") for i, v in enumerate(value)]
+        return value
+
+    skeleton = strip(state, name)
+    save_file(tensors, folder / f"{name}.safetensors")
+    with open(folder / f"{name}.json", "w") as f:
+        json.dump(skeleton, f)
+
+
+def load_state_dict(folder: Path, name: str, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What :func:`save_state_dict` wrote as `name` in `folder`, tensors on `device`."""
+    tensors = load_file(folder / f"{name}.safetensors")
+    with open(folder / f"{name}.json") as f:
+        skeleton = json.load(f)
+
+    def fill(value):
+        if isinstance(value, dict):
+            if set(value) == {"__tensor__"}:
+                return tensors[value["__tensor__"]].to(device)
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    return fill(skeleton)
 
 
 def make_image_grid(images: torch.Tensor, nrow: int | None = None) -> Image.Image:
@@ -439,14 +479,10 @@ class Trainer:
         if accelerator.is_main_process:
             for name, ema in self.ema.items():
                 state = ema.state_dict()
-                shadow = state.pop("shadow_params")
-                state.pop("collected_params", None)
-                save_file(
-                    {str(i): p.detach().cpu().contiguous() for i, p in enumerate(shadow)},
-                    temporary / f"ema_{name}.safetensors",
-                )
-                with open(temporary / f"ema_{name}.json", "w") as f:
-                    json.dump(state, f)
+                state.pop("collected_params", None)  # only set between `store` and `restore`
+                save_state_dict(state, temporary, f"ema_{name}")
+            for name, obj in self.task.checkpoint_state().items():
+                save_state_dict(obj.state_dict(), temporary, f"task_{name}")
             with open(temporary / "train_state.json", "w") as f:
                 json.dump(self.state.__dict__, f)
             _write_manifest(temporary)
@@ -472,14 +508,32 @@ class Trainer:
         with open(path / "train_state.json") as f:
             self.state = TrainState(**json.load(f))
         for name, ema in self.ema.items():
-            tensors = load_file(path / f"ema_{name}.safetensors")
-            with open(path / f"ema_{name}.json") as f:
-                state = json.load(f)
-            state["shadow_params"] = [
-                tensors[str(i)].to(self.accelerator.device) for i in range(len(tensors))
-            ]
-            ema.load_state_dict(state)
+            ema.load_state_dict(load_state_dict(path, f"ema_{name}", self.accelerator.device))
+        for name, obj in self.task.checkpoint_state().items():
+            obj.load_state_dict(load_state_dict(path, f"task_{name}", self.accelerator.device))
         logger.info(f"Resumed from {path} at step {self.state.global_step}.", main_process_only=True)
+
+    def pipeline_from_checkpoint(self, path: str | Path, ema: bool = True):
+        """The task's pipeline with the weights of checkpoint `path` (its EMA weights when it has them and `ema`),
+        in eval mode, on the CPU, without starting a run: to evaluate the checkpoints of a training curve."""
+        path = Path(path)
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            raise ValueError(f"{path} is not a complete checkpoint ({problem}).")
+        set_seed(self.config.seed)
+        dataset = load_dataset(self.config.dataset, split="train", **self.config.dataset_arguments())
+        task = self.task_class(self.config.model, dataset)
+        modules = task.trainable_modules()
+        with torch.no_grad():
+            for index, (name, module) in enumerate(modules.items()):
+                # accelerate's save_state names the prepared models' weights in the order they were prepared.
+                module.load_state_dict(load_file(path / f"model{f'_{index}' if index else ''}.safetensors"))
+                if ema and (path / f"ema_{name}.json").is_file():
+                    shadow = load_state_dict(path, f"ema_{name}")["shadow_params"]
+                    for parameter, average in zip(module.parameters(), shadow, strict=True):
+                        parameter.copy_(average)
+                module.eval()
+        return task.make_pipeline(modules)
 
     # ------------------------------------------------------------- divergence
     def _on_any_process(self, *flags: bool) -> list[bool]:
@@ -718,7 +772,7 @@ class Trainer:
                 resume_batches = 0
             for batch in batches:
                 with accelerator.accumulate(*self.modules.values()):
-                    outputs = self.task.training_step(batch, self.modules)
+                    outputs = self.task.training_step(batch, self.modules, state.global_step)
                     losses = {k: v for k, v in outputs.items() if not k.startswith(METRIC_PREFIX)}
                     if set(losses) != set(self.optimizers):
                         raise ValueError(

@@ -115,7 +115,7 @@ class _AutoencoderTaskBase(TrainingTask):
     def trainable_modules(self):
         return {self.module_name: self.model}
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         # One call does encode, (sample,) decode and loss: under DDP only `forward` synchronises gradients.
         return {"loss": modules[self.module_name](batch["pixel_values"]).loss}
 
@@ -256,7 +256,7 @@ class MixtureDensityPriorTask(TrainingTask):
     def trainable_modules(self):
         return {"prior": self.prior}
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         class_labels = batch["class_labels"] if self.config.class_conditional else None
         return {"loss": modules["prior"](class_labels=class_labels, target=batch["latents"]).loss}
 

@@ -90,7 +90,7 @@ class AutoencoderKLTask(TrainingTask):
     def trainable_modules(self):
         return {"vae": self.model}
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         pixel_values = batch["pixel_values"]
         reconstruction, mean, logvar = modules["vae"](pixel_values)
         if self.config.reconstruction_loss == "l1":

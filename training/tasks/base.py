@@ -113,14 +113,26 @@ class TrainingTask:
         """Names of the modules averaged when the config's ``use_ema`` is on: all by default (a GAN: its generator)."""
         return list(self.trainable_modules())
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """State of the task's own that must survive a resume, by name: objects with ``state_dict()`` and
+        ``load_state_dict()`` (a target network or teacher as an ``nn.Module``, counters as tensors in a module).
+
+        The Trainer writes it into every checkpoint (tensors in safetensors, the rest in JSON; from the main process)
+        and restores it on resume, so a resumed run continues bit-identically. Nothing by default.
+        """
+        return {}
+
     def optimizer_kwargs(self, name: str) -> dict[str, Any]:
         """Overrides of the config's AdamW settings for optimizer `name` (e.g. a GAN's own betas)."""
         return {}
 
     def training_step(
-        self, batch: dict[str, Any], modules: dict[str, torch.nn.Module]
+        self, batch: dict[str, Any], modules: dict[str, torch.nn.Module], step: int
     ) -> dict[str, torch.Tensor]:
         """Compute one loss per optimizer name from `batch`, using `modules` (the prepared, possibly wrapped ones).
+
+        `step` is the number of optimizer steps taken before this batch (the Trainer's ``global_step``; micro-batches
+        of one accumulated step share it): for schedules of the task's own, such as a target network's decay.
 
         Call each module through ``module(...)``, never a method such as ``module.encode``: under DDP only the
         wrapper's ``forward`` synchronises gradients (a module needing several calls gets a small training wrapper

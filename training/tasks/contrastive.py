@@ -156,7 +156,7 @@ class ContrastiveTextTask(TrainingTask):
         # Negatives are the other pairs of this process's batch (CLIP gathers all ranks'; here the batch is local).
         return contrastive_loss(image_embeds, text_embeds, logit_scale, targets)
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         return {"loss": self.loss(modules["dual_encoder"], batch["pixel_values"], list(batch["text"]))}
 
     def make_pipeline(self, modules):

@@ -12,23 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers import DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import UNet2DModel
 
 from ...models.checks import cycle_class_labels
 from ...pipelines.pixel_diffusion import PixelDiffusionPipeline
-from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval, Widths
-from .base import TaskConfig, TrainingTask, conditioning_classes
-from .diffusion import (
-    NoiseSchedule,
-    PredictionType,
-    diffusion_loss,
-    make_noise_scheduler,
-    sample_timesteps,
-)
+from ..config import NonNegativeInt, PositiveInt, UnitInterval, Widths
+from .base import TrainingTask, conditioning_classes
+from .diffusion import DiffusionConfig, DiffusionObjective
 
 
 @dataclass
-class DDPMConfig(TaskConfig):
+class DDPMConfig(DiffusionConfig):
     # Denoiser on (B, C, H, W) pixels: one resolution level per entry (32 → 16 → 8 for three levels).
     block_out_channels: Widths = (32, 64, 64)
     layers_per_block: PositiveInt = 1
@@ -42,17 +36,6 @@ class DDPMConfig(TaskConfig):
     num_classes: PositiveInt | None = None
     # Probability of replacing a label by the null class, for classifier-free guidance.
     label_dropout: UnitInterval = 0.1
-
-    # Diffusion.
-    noise_schedule: NoiseSchedule = "cosine"
-    num_train_timesteps: PositiveInt = 1000
-    prediction_type: PredictionType = "v_prediction"
-    # Min-SNR-gamma loss weighting (Hang et al., arXiv:2303.09556): faster convergence; null for uniform weights.
-    snr_gamma: PositiveFloat | None = 5.0
-
-    # Validation grid (and the default sampler settings written into the model card).
-    validation_num_inference_steps: PositiveInt = 20
-    validation_guidance_scale: NonNegativeFloat = 2.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -100,40 +83,26 @@ class DDPMTask(TrainingTask):
                 "use square images and fewer `model.block_out_channels` levels (e.g. [32, 64] for 8x8 digits)."
             )
         self.unet = build_unet(config, channels, height, self.num_classes)
-        self.noise_scheduler = make_noise_scheduler(config)
+        self.objective = DiffusionObjective(config)
 
     def trainable_modules(self):
         return {"unet": self.unet}
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         pixel_values = batch["pixel_values"]  # x_0: (B, C, H, W) in [-1, 1]
-        batch_size = pixel_values.shape[0]
-        noise = torch.randn_like(pixel_values)
-        timesteps = sample_timesteps(self.noise_scheduler, batch_size, pixel_values.device)
-        # q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I), eq. (4) of arXiv:2006.11239
-        noisy_images = self.noise_scheduler.add_noise(pixel_values, noise, timesteps)
+        noised = self.objective.noise(pixel_values)
 
         class_labels = None
         if self.num_classes is not None:
             class_labels = batch["class_labels"].to(pixel_values.device)
-            drop = torch.rand(batch_size, device=class_labels.device) < self.config.label_dropout
+            drop = torch.rand(len(class_labels), device=class_labels.device) < self.config.label_dropout
             class_labels = torch.where(drop, self.num_classes, class_labels)  # the null class
 
-        model_output = modules["unet"](noisy_images, timesteps, class_labels=class_labels).sample
-        loss = diffusion_loss(
-            self.noise_scheduler,
-            model_output,
-            pixel_values,
-            noise,
-            timesteps,
-            self.config.prediction_type,
-            self.config.snr_gamma,
-        )
-        return {"loss": loss}
+        model_output = modules["unet"](noised.sample, noised.timesteps, class_labels=class_labels).sample
+        return {"loss": self.objective.loss(model_output, noised)}
 
     def make_pipeline(self, modules):
-        scheduler = DPMSolverMultistepScheduler.from_config(self.noise_scheduler.config)
-        return PixelDiffusionPipeline(unet=modules["unet"], scheduler=scheduler)
+        return PixelDiffusionPipeline(unet=modules["unet"], scheduler=self.objective.sampler())
 
     def validation_images(self, pipeline, num_images, generator):
         pipeline.set_progress_bar_config(disable=True)

@@ -127,7 +127,7 @@ class GANTask(TrainingTask):
     def ema_modules(self):
         return ["generator"]
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         generator, discriminator = modules["generator"], modules["discriminator"]
         real = batch["pixel_values"]  # (B, C, H, W) in [-1, 1]
         class_labels = batch["class_labels"].to(real.device) if self.num_classes is not None else None

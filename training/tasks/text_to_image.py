@@ -12,22 +12,16 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import torch
-from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ...data import load_clip_tokenizer
 from ...models.conditioning import PromptProjection
 from ...models.contrastive import small_clip_text_model
 from ...pipelines.text_to_image import LatentTextToImagePipeline
-from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, Range, UnitInterval, Widths
+from ..config import NonNegativeFloat, PositiveInt, Range, UnitInterval, Widths
 from .base import Stage, TaskConfig, TrainingTask
-from .diffusion import (
-    NoiseSchedule,
-    PredictionType,
-    diffusion_loss,
-    make_noise_scheduler,
-    sample_timesteps,
-)
+from .diffusion import DiffusionConfig, DiffusionObjective
 
 
 @dataclass
@@ -50,7 +44,7 @@ class TextTowerConfig(TaskConfig):
 
 
 @dataclass
-class TextToImageConfig(TextTowerConfig):
+class TextToImageConfig(DiffusionConfig, TextTowerConfig):
     # A trained AutoencoderKL (folder or Hub id). When the folder holds no model yet and `vae_config` is set,
     # `latentzoo train` first trains it from that config (stage 1) into this folder.
     vae: str = "outputs/text2img-mnist/vae"
@@ -78,12 +72,8 @@ class TextToImageConfig(TextTowerConfig):
     conditioning: Literal["cross_attention", "concatenation"] = "cross_attention"
     concatenation_channels: PositiveInt = 8
 
-    # Diffusion.
-    noise_schedule: NoiseSchedule = "cosine"
-    num_train_timesteps: PositiveInt = 1000
-    prediction_type: PredictionType = "v_prediction"
-    # Min-SNR-gamma loss weighting (Hang et al., arXiv:2303.09556): faster convergence; null for uniform weights.
-    snr_gamma: PositiveFloat | None = 5.0
+    # The diffusion objective's fields come from DiffusionConfig. Captions replaced by "" with this probability, so
+    # the same network learns the unconditional model that classifier-free guidance needs.
     caption_dropout: UnitInterval = 0.1
 
     # Validation grid (and the default sampler settings written into the model card). null: the first caption of
@@ -91,7 +81,6 @@ class TextToImageConfig(TextTowerConfig):
     # training_config.yaml and the model card show the prompts used.
     validation_prompts: tuple[str, ...] | None = None
     num_validation_prompts: PositiveInt = 10
-    validation_num_inference_steps: PositiveInt = 20
     validation_guidance_scale: NonNegativeFloat = 3.0
 
     def __post_init__(self):
@@ -274,7 +263,7 @@ class TextToImageTask(TrainingTask):
         )
         self.denoiser = _TextConditionedDenoiser(self.text_encoder, self.unet, self.prompt_projection)
         # Latents have unit variance, not a [-1, 1] range: never clip the predicted x_0.
-        self.noise_scheduler = make_noise_scheduler(config, clip_sample=False)
+        self.objective = DiffusionObjective(config, clip_sample=False)
 
         if config.validation_prompts is None:
             config.validation_prompts = tuple(first_captions(dataset, config.num_validation_prompts))
@@ -297,41 +286,27 @@ class TextToImageTask(TrainingTask):
             return_tensors="pt",
         ).input_ids
 
-    def training_step(self, batch, modules):
+    def training_step(self, batch, modules, step):
         mean, std = batch["latent_mean"], batch["latent_std"]
         # z ~ q(z | x), scaled to unit variance as at inference: (B, C, h, w)
         latents = (mean + std * torch.randn_like(mean)) * self.vae.config.scaling_factor
-        noise = torch.randn_like(latents)
-        batch_size = latents.shape[0]
-        timesteps = sample_timesteps(self.noise_scheduler, batch_size, latents.device)
-        # q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I), eq. (4) of arXiv:2006.11239
-        noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        noised = self.objective.noise(latents)
 
-        drop = torch.rand(batch_size) < self.config.caption_dropout
+        drop = torch.rand(latents.shape[0]) < self.config.caption_dropout
         texts = ["" if dropped else text for text, dropped in zip(batch["text"], drop.tolist(), strict=True)]
         input_ids = self.tokenize(texts).to(latents.device)
 
-        prediction = modules["denoiser"](noisy_latents, timesteps, input_ids)
-        loss = diffusion_loss(
-            self.noise_scheduler,
-            prediction,
-            latents,
-            noise,
-            timesteps,
-            self.config.prediction_type,
-            self.config.snr_gamma,
-        )
-        return {"loss": loss}
+        prediction = modules["denoiser"](noised.sample, noised.timesteps, input_ids)
+        return {"loss": self.objective.loss(prediction, noised)}
 
     def make_pipeline(self, modules):
         denoiser = modules["denoiser"]
-        scheduler = DPMSolverMultistepScheduler.from_config(self.noise_scheduler.config)
         return LatentTextToImagePipeline(
             vae=self.vae,
             text_encoder=denoiser.text_encoder,
             tokenizer=self.tokenizer,
             unet=denoiser.unet,
-            scheduler=scheduler,
+            scheduler=self.objective.sampler(),
             prompt_projection=denoiser.prompt_projection,
         )
 
