@@ -1,31 +1,132 @@
-"""Load any saved latentzoo (or diffusers) pipeline folder by the class named in its ``model_index.json``."""
+"""Load any saved latentzoo (or diffusers) pipeline folder by the class named in its ``model_index.json``.
+
+Only pipeline classes latentzoo or diffusers provide are loaded: a folder cannot make latentzoo import code, as
+diffusers refuses a custom pipeline (``"_class_name": ["module", "Class"]``) without ``trust_remote_code=True``,
+which latentzoo never passes. A malformed, incomplete or corrupt folder is a ValueError naming the file.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import diffusers
 from diffusers import DiffusionPipeline
+from safetensors import SafetensorError, safe_open
 
 from .samplers import make_sampler
+
+NO_CODE_FROM_FOLDERS = (
+    "latentzoo loads only its own and diffusers' pipeline classes, never code a model folder names (diffusers "
+    "needs trust_remote_code=True for that): use a folder written by a latentzoo or diffusers pipeline's "
+    "save_pretrained, or, if you trust that code, DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)."
+)
+
+
+def read_model_index(path: str | Path) -> dict:
+    """The parsed `path`/model_index.json; a ValueError naming the file when it is missing or not a JSON object."""
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        raise ValueError(
+            f"{path} holds no saved pipeline (no model_index.json); pass a folder written by save_pretrained."
+        )
+    try:
+        model_index = json.loads(index.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{index} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}): re-save the "
+            "pipeline with save_pretrained, download it again, or fix the file."
+        ) from error
+    if not isinstance(model_index, dict):
+        raise ValueError(
+            f"{index} holds a JSON {type(model_index).__name__}, not the object save_pretrained writes: re-save "
+            "the pipeline with save_pretrained or download it again."
+        )
+    return model_index
+
+
+def _pipeline_class(index: Path, class_name) -> type[DiffusionPipeline]:
+    from .. import pipelines
+
+    if isinstance(class_name, list):
+        raise ValueError(
+            f"{index} names custom pipeline code {json.dumps(class_name)}. {NO_CODE_FROM_FOLDERS}"
+        )
+    if not isinstance(class_name, str) or not class_name:
+        raise ValueError(
+            f"{index} names no pipeline class (`_class_name` is {json.dumps(class_name)}): pass a folder written "
+            "by a pipeline's save_pretrained."
+        )
+    # latentzoo's pipelines first (diffusers' own lookup knows diffusers only), then diffusers' pipelines.
+    found = (
+        getattr(pipelines, class_name)
+        if class_name in pipelines.__all__
+        else getattr(diffusers, class_name, None)
+    )
+    if not (isinstance(found, type) and issubclass(found, DiffusionPipeline)):
+        raise ValueError(
+            f"{index} names the pipeline class {class_name!r}, which is neither a latentzoo pipeline "
+            f"({', '.join(pipelines.__all__)}) nor a diffusers one. {NO_CODE_FROM_FOLDERS}"
+        )
+    return found
+
+
+def pipeline_class(path: str | Path) -> type[DiffusionPipeline]:
+    """The pipeline class `path`/model_index.json names, without loading any weights."""
+    return _pipeline_class(Path(path) / "model_index.json", read_model_index(path).get("_class_name"))
+
+
+def _broken_files(path: Path, components: list[str]) -> list[str]:
+    """The files of `components` that do not parse, and model folders without weights: where a loading error
+    came from (diffusers' and safetensors' messages do not always say)."""
+    broken = []
+    for name in components:
+        files = sorted((path / name).glob("*"))
+        if (path / name / "config.json").is_file() and not any(
+            f.suffix in (".safetensors", ".bin") for f in files
+        ):
+            broken.append(f"{name}/ has no weights")
+        for file in files:
+            try:
+                if file.suffix == ".json":
+                    json.loads(file.read_text())
+                elif file.suffix == ".safetensors":
+                    with safe_open(file, framework="pt"):
+                        pass
+            except (OSError, ValueError, SafetensorError):
+                broken.append(f"{file.relative_to(path)} is unreadable")
+    return broken
 
 
 def load_pipeline(path: str | Path, sampler: str | None = None, **kwargs) -> DiffusionPipeline:
     """``from_pretrained`` of the pipeline class recorded in `path`/model_index.json, optionally with another sampler.
 
     diffusers' ``DiffusionPipeline.from_pretrained`` looks classes up in diffusers only; latentzoo's pipelines are
-    found here first, anything else falls through to diffusers.
+    found here first, then diffusers' pipelines; any other `_class_name` is refused (see the module docstring).
     """
-    from . import __dict__ as pipelines
-
-    index = Path(path) / "model_index.json"
-    if not index.is_file():
+    model_index = read_model_index(path)
+    pipeline_type = _pipeline_class(Path(path) / "model_index.json", model_index.get("_class_name"))
+    # Components saved in their own folder: [library, class] entries; [null, null] is an absent optional one.
+    components = [
+        name
+        for name, entry in model_index.items()
+        if not name.startswith("_") and isinstance(entry, list) and None not in entry and name not in kwargs
+    ]
+    missing = [name for name in components if not (Path(path) / name).is_dir()]
+    if missing:
         raise ValueError(
-            f"{path} holds no saved pipeline (no model_index.json); pass a folder written by save_pretrained."
+            f"{path} lacks the folder of its component(s) {', '.join(missing)} listed in model_index.json: the "
+            "folder is incomplete; re-save the pipeline with save_pretrained or download it again."
         )
-    class_name = json.loads(index.read_text()).get("_class_name")
-    pipeline_class = pipelines.get(class_name, DiffusionPipeline)
-    pipeline = pipeline_class.from_pretrained(path, **kwargs)
+    try:
+        pipeline = pipeline_type.from_pretrained(path, **kwargs)
+    except (OSError, SafetensorError, json.JSONDecodeError) as error:
+        broken = _broken_files(Path(path), components)
+        where = f" ({'; '.join(broken)})" if broken else ""
+        raise ValueError(
+            f"Cannot load the {pipeline_type.__name__} in {path}{where}: {str(error).strip().rstrip('.')}. The "
+            "folder is incomplete or corrupt: re-save the pipeline with save_pretrained or download it again."
+        ) from error
     if sampler is not None:
         pipeline.scheduler = make_sampler(sampler, pipeline.scheduler.config)
     return pipeline

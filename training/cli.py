@@ -1,7 +1,11 @@
 """The ``latentzoo`` command line: quickstart, train, generate, evaluate, push.
 
-A user mistake (a ValueError, TypeError, missing file or folder, or an unavailable Hub dataset) in any command is
-one line ``error: ...`` on stderr and exit status 2; ``latentzoo --debug COMMAND ...`` shows the traceback instead.
+A user mistake (a ValueError, TypeError, missing file or folder, an unavailable Hub dataset, or the Hub out of
+reach: offline mode, no network, not logged in) in any command is one line ``error: ...`` on stderr and exit
+status 2; ``latentzoo --debug COMMAND ...`` shows the traceback instead. Numbers out of range are refused by the
+parser itself (its usage line, exit status 2) before anything loads. Training that diverges is one ``error:`` line
+and exit status 1; SIGTERM or Ctrl-C during training writes a checkpoint first, then one ``interrupted:`` line and
+exit status 128 + the signal number (143, 130).
 """
 
 from __future__ import annotations
@@ -9,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -41,10 +47,105 @@ class UsageError(SystemExit):
         return self.message
 
 
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """What huggingface_hub raises offline, without a network or without a login: its own errors and its HTTP
+    client's (httpx's base error since huggingface_hub 1.0; before, requests' HTTPError and ConnectionError)."""
+    from huggingface_hub import errors
+
+    network = [errors.HTTPError]
+    try:
+        import requests
+
+        network.append(requests.ConnectionError)
+    except ImportError:
+        pass
+    return (errors.OfflineModeIsEnabled, errors.LocalTokenNotFoundError, errors.HfHubHTTPError, *network)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from ..data import HubDatasetUnavailableError
 
-    return (ValueError, TypeError, FileNotFoundError, NotADirectoryError, HubDatasetUnavailableError)
+    return (
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        NotADirectoryError,
+        HubDatasetUnavailableError,
+        *_hub_errors(),
+    )
+
+
+def _training_failures() -> tuple[type[BaseException], ...]:
+    """Failures of a run, not mistakes of its user (exit status 1): training diverged."""
+    from .trainer import NonFiniteLossError
+
+    return (NonFiniteLossError,)
+
+
+def _error_line(error: BaseException) -> str:
+    """The one line `main` prints for a user mistake: its message, or for the Hub what failed and the fix."""
+    from huggingface_hub import errors, get_token
+
+    login = "log in with `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN to a token with write access"
+    if isinstance(error, errors.OfflineModeIsEnabled):
+        message = (
+            "this needs the Hugging Face Hub, but offline mode is on (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE "
+            "and run it again with network access."
+        )
+    elif isinstance(error, errors.LocalTokenNotFoundError):
+        message = f"not logged in to the Hugging Face Hub: {login}."
+    elif isinstance(error, errors.HfHubHTTPError):
+        status = getattr(error.response, "status_code", None)
+        detail = str(error).splitlines()[0]
+        fix = login if status in (401, 403) else "check the repository id and your access to it"
+        message = f"the Hugging Face Hub refused the request ({detail}): {fix}."
+    elif isinstance(error, _hub_errors()):
+        message = (
+            f"cannot reach the Hugging Face Hub ({type(error).__name__}: {error}): check the network connection "
+            "(and HTTPS_PROXY if you use one) and run it again."
+        )
+    else:
+        message = str(error)
+    line = "error: " + " ".join(message.split())
+    # A token never reaches the terminal, even inside a message quoted from a library.
+    token = get_token()
+    return line.replace(token, "***") if token else line
+
+
+def positive_int(text: str) -> int:
+    """argparse `type=`: an int >= 1 (image, step and sample counts)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse `type=`: an int >= 0 (seeds; counts where 0 skips)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse `type=`: a finite float >= 0 (guidance scales); refuses nan and inf."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def image_file(text: str) -> str:
+    """argparse `type=`: a path whose extension PIL can write (.png, .jpg, .webp, ...)."""
+    from PIL import Image
+
+    Image.init()
+    if Image.registered_extensions().get(Path(text).suffix.lower()) not in Image.SAVE:
+        raise argparse.ArgumentTypeError(
+            f"cannot write an image to {text!r}: end the name with .png (or .jpg, .webp, ...)"
+        )
+    return text
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -77,7 +178,7 @@ def _generate_grid(
 ):
     import torch
 
-    from .trainer import make_image_grid
+    from ..evaluation.images import make_image_grid
 
     generator = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts) * per_prompt)]
     images = pipeline(
@@ -93,7 +194,38 @@ def _generate_grid(
     return make_image_grid(images, nrow=per_prompt)
 
 
+def _check_generates_from_prompts(model_dir: str) -> None:
+    """Raise unless `model_dir` holds a pipeline that takes a prompt: what `generate` samples."""
+    import inspect
+
+    from ..pipelines.loading import pipeline_class
+
+    if not Path(model_dir).is_dir():
+        raise FileNotFoundError(
+            f"{model_dir} does not exist: pass the folder a training run saved its pipeline in."
+        )
+    kind = pipeline_class(model_dir)
+    if "prompt" not in inspect.signature(kind.__call__).parameters:
+        raise ValueError(
+            f"{model_dir} holds a {kind.__name__}, which takes no prompt; `latentzoo generate` samples text-to-image "
+            f"pipelines. Score this one with `latentzoo evaluate {model_dir}`, or sample it in Python: "
+            f"{kind.__name__}.from_pretrained({str(model_dir)!r})(batch_size=16).images (with class_labels=[...] "
+            "for a class-conditional model)."
+        )
+
+
+def _make_parent(path: str) -> None:
+    """Create the folder `path` goes in (`-o out/grid.png` works); one line when a file is in the way."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise NotADirectoryError(f"cannot write {path}: {error.filename} is a file, not a folder.") from error
+
+
 def _generate(args: argparse.Namespace) -> None:
+    # Every check before the weights load and the sampling starts.
+    _check_generates_from_prompts(args.model_dir)
+    _make_parent(args.output)
     pipeline = _load_pipeline(args.model_dir, args.sampler)
     extra = {"negative_prompt": args.negative_prompt} if args.negative_prompt else {}
     grid = _generate_grid(
@@ -114,12 +246,9 @@ def _read_run_config(model_dir: Path) -> dict:
 
 
 def _pipeline_class_name(model_dir: Path) -> str:
-    index = model_dir / "model_index.json"
-    if not index.is_file():
-        raise ValueError(
-            f"{model_dir} holds no saved pipeline (no model_index.json); pass a folder written by save_pretrained."
-        )
-    return json.loads(index.read_text()).get("_class_name", "")
+    from ..pipelines.loading import pipeline_class
+
+    return pipeline_class(model_dir).__name__
 
 
 def _dataset_options(run_config: dict, name: str) -> dict:
@@ -286,14 +415,21 @@ def _quickstart(args: argparse.Namespace) -> None:
 
 
 def _push(args: argparse.Namespace) -> None:
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import LocalTokenNotFoundError
 
     from .model_card import write_model_card
 
     model_dir = Path(args.model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir} does not exist: pass the output_dir of a training run.")
     if not (model_dir / "model_index.json").is_file() and not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir} holds no saved pipeline or model (no model_index.json / config.json).")
-    write_model_card(model_dir, repo_id=args.repo_id)
+    if get_token() is None:
+        raise LocalTokenNotFoundError("no Hugging Face token")  # `main` words it with the fix
+    if (model_dir / "training_config.yaml").is_file():
+        # The card is written from the run's files; a folder saved by hand uploads with its own README.md, if any.
+        write_model_card(model_dir, repo_id=args.repo_id)
     # The token comes from HF_TOKEN or `huggingface-cli login`'s cache, read by huggingface_hub itself; it is
     # never printed, logged or written here.
     api = HfApi()
@@ -312,15 +448,9 @@ def _push(args: argparse.Namespace) -> None:
 def _forward_process(args: argparse.Namespace) -> None:
     from ..data import load_dataset
     from ..evaluation.forward_process import forward_process_strip, plot_noise_schedules
-    from .tasks.ddpm import DDPMConfig
     from .tasks.diffusion import NOISE_SCHEDULES, make_noise_scheduler
 
-    schedulers = {
-        name: make_noise_scheduler(
-            DDPMConfig(noise_schedule=name, num_train_timesteps=args.num_train_timesteps)
-        )
-        for name in NOISE_SCHEDULES
-    }
+    schedulers = {name: make_noise_scheduler(name, args.num_train_timesteps) for name in NOISE_SCHEDULES}
     dataset = load_dataset(args.dataset, split="validation")
     images = dataset.pixel_values[: args.num_images]
     output_dir = Path(args.output_dir)
@@ -359,26 +489,28 @@ def _add_sampling_args(
 ) -> None:
     from ..pipelines.samplers import SAMPLERS
 
-    parser.add_argument("--steps", type=int, default=20, help="number of inference steps (default 20)")
     parser.add_argument(
-        "--guidance-scale", type=float, default=3.0, help="classifier-free guidance (default 3)"
+        "--steps", type=positive_int, default=20, help="number of inference steps (default 20)"
+    )
+    parser.add_argument(
+        "--guidance-scale", type=non_negative_float, default=3.0, help="classifier-free guidance (default 3)"
     )
     parser.add_argument(
         "--sampler", choices=sorted(SAMPLERS), default="dpm++", help="default dpm++ (DPM-Solver++)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     if per_digit_default is not None or judge_options:
         # On `evaluate` the defaults are None ("not given"): giving one selects the judge protocol.
         given = per_digit_default is None
         parser.add_argument(
             "--per-digit",
-            type=int,
+            type=non_negative_int,
             default=per_digit_default,
             help=f"judge protocol: evaluation samples per digit (default {JUDGE_DEFAULTS['per_digit']}; 0: skip)",
         )
         parser.add_argument(
             "--held-out-per-digit",
-            type=int,
+            type=non_negative_int,
             default=None if given else JUDGE_DEFAULTS["held_out_per_digit"],
             help="judge protocol: samples per digit with phrasings never seen in training (default 20; 0: skip)",
         )
@@ -430,8 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("model_dir")
     generate.add_argument("prompt")
-    generate.add_argument("-n", "--num-images", type=int, default=16)
-    generate.add_argument("-o", "--output", default="grid.png")
+    generate.add_argument("-n", "--num-images", type=positive_int, default=16)
+    generate.add_argument(
+        "-o", "--output", type=image_file, default="grid.png", help="its folder is created (default grid.png)"
+    )
     generate.add_argument("--negative-prompt")
     _add_sampling_args(generate)
     generate.set_defaults(func=_generate)
@@ -455,13 +589,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--num-samples",
-        type=int,
+        type=positive_int,
         default=500,
         help="samples to score (default 500, at most the validation split's size)",
     )
     evaluate.add_argument(
         "--domain-steps",
-        type=int,
+        type=positive_int,
         default=1000,
         help="training steps of the domain encoder when none is cached for the dataset (default 1000)",
     )
@@ -486,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     projector.add_argument("--output-dir", help="default MODEL_DIR/projector")
     projector.add_argument("--dataset", default="mnist")
     projector.add_argument("--split", default="validation", choices=["train", "validation"])
-    projector.add_argument("--num-images", type=int, default=1000)
+    projector.add_argument("--num-images", type=positive_int, default=1000)
     projector.set_defaults(func=_projector)
 
     forward = commands.add_parser(
@@ -495,10 +629,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="figures of the diffusion forward process: x_0 -> x_t strips and ᾱ_t, linear vs cosine schedule",
     )
     forward.add_argument("--dataset", default="mnist")
-    forward.add_argument("--num-images", type=int, default=2, help="images per schedule (default 2)")
-    forward.add_argument("--timesteps", type=int, nargs="+", default=[0, 50, 100, 250, 500, 750, 999])
-    forward.add_argument("--num-train-timesteps", type=int, default=1000)
-    forward.add_argument("--seed", type=int, default=0)
+    forward.add_argument("--num-images", type=positive_int, default=2, help="images per schedule (default 2)")
+    forward.add_argument(
+        "--timesteps", type=non_negative_int, nargs="+", default=[0, 50, 100, 250, 500, 750, 999]
+    )
+    forward.add_argument("--num-train-timesteps", type=positive_int, default=1000)
+    forward.add_argument("--seed", type=non_negative_int, default=0)
     forward.add_argument("--output-dir", default="outputs/forward-process")
     forward.set_defaults(func=_forward_process)
     return parser
@@ -507,15 +643,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    debug = getattr(args, "debug", False)
     try:
         args.func(args)
     except _user_errors() as error:
-        if getattr(args, "debug", False):
+        if debug:
             raise
         # One line, whatever the message holds: the user's mistake, said once, with its fix.
-        message = "error: " + " ".join(str(error).split())
+        message = _error_line(error)
         print(message, file=sys.stderr)
         raise UsageError(message) from None
+    except KeyboardInterrupt as interrupted:
+        # Training wrote a checkpoint first (TrainingInterrupted says where); anything else just stops. 128 + the
+        # signal number, as a shell reports a process that a signal ended.
+        if debug:
+            raise
+        number = getattr(interrupted, "signal_number", signal.SIGINT)
+        print(f"interrupted: {' '.join(str(interrupted).split()) or 'stopped'}", file=sys.stderr)
+        raise SystemExit(128 + number) from None
+    except _training_failures() as error:
+        if debug:
+            raise
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
