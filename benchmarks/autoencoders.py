@@ -32,11 +32,12 @@ import torch
 
 from latentzoo.data import load_dataset, measure_attribute_values, measure_attributes
 from latentzoo.evaluation import fid_report, load_judge, psnr
+from latentzoo.evaluation.images import make_image_grid
 from latentzoo.evaluation.projector import attribute_strips, interpolation_strips, latent_manifold
+from latentzoo.evaluation.sampling import sample_images
 from latentzoo.models.checks import cycle_class_labels
 from latentzoo.pipelines import AutoencoderPipeline
 from latentzoo.training.tasks.autoencoder import encode_dataset
-from latentzoo.training.trainer import make_image_grid
 
 RUNS = ("autoencoder-mnist", "vae-mnist", "mdn-prior-mnist", "autoencoder-mnist-2d", "vae-mnist-2d")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,12 +56,10 @@ def train_missing(runs: Path) -> None:
 
 @torch.no_grad()
 def sample(pipe: AutoencoderPipeline, count: int, seed: int, class_labels=None, standard_normal=False):
-    """(count, 1, 32, 32) in [-1, 1]; one generator per image (seed + i), so batching changes nothing."""
-    generators = [torch.Generator().manual_seed(seed + i) for i in range(count)]
+    """(count, 1, 32, 32) in [-1, 1]; one generator per image (seed + i), all in one call."""
     if standard_normal:  # ignore any prior: decode z ~ N(0, I)
         pipe = AutoencoderPipeline(pipe.autoencoder)
-    kwargs = {"class_labels": class_labels} if class_labels is not None else {"batch_size": count}
-    return pipe(**kwargs, generator=generators, output_type="pt").images * 2 - 1
+    return sample_images(pipe, count, seed, class_labels=class_labels)
 
 
 @torch.no_grad()

@@ -28,27 +28,11 @@ import yaml
 
 from latentzoo.data import load_dataset
 from latentzoo.evaluation import fid_report, load_judge
+from latentzoo.evaluation.images import make_image_grid
+from latentzoo.evaluation.sampling import sample_images
 from latentzoo.pipelines.loading import load_pipeline
 
 SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++(2M)", "euler": "Euler"}
-
-
-@torch.no_grad()
-def sample(pipeline, class_labels: list[int], steps: int, guidance_scale: float, seed: int, batch_size: int):
-    """(N, 1, 32, 32) images in [-1, 1], one generator per image so batching changes nothing."""
-    images = []
-    for start in range(0, len(class_labels), batch_size):
-        labels = class_labels[start : start + batch_size]
-        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(labels))]
-        output = pipeline(
-            class_labels=labels,
-            num_inference_steps=steps,
-            guidance_scale=guidance_scale,
-            generator=generators,
-            output_type="pt",
-        )
-        images.append(output.images * 2 - 1)
-    return torch.cat(images)
 
 
 def main():
@@ -93,8 +77,14 @@ def main():
                 )
             pipeline.set_progress_bar_config(disable=True)
             start = time.perf_counter()
-            images = sample(
-                pipeline, class_labels, int(steps), args.guidance_scale, args.seed, args.batch_size
+            images = sample_images(
+                pipeline,
+                len(class_labels),
+                args.seed,
+                args.batch_size,
+                class_labels=class_labels,
+                num_inference_steps=int(steps),
+                guidance_scale=args.guidance_scale,
             )
             seconds = time.perf_counter() - start
             accuracy = (judge.predict(images) == torch.tensor(class_labels)).float().mean().item()
@@ -128,8 +118,6 @@ def main():
             with open(args.output, "a") as f:
                 f.write(json.dumps(row) + "\n")
             if args.save_grid:
-                from latentzoo.training.trainer import make_image_grid
-
                 first = torch.stack(
                     [
                         images[d * args.per_class + i]

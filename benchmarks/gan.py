@@ -23,9 +23,10 @@ import torch
 
 from latentzoo.data import load_dataset
 from latentzoo.evaluation import class_coverage, fid_report, load_judge
+from latentzoo.evaluation.images import make_image_grid
+from latentzoo.evaluation.sampling import sample_images
 from latentzoo.models.checks import cycle_class_labels
 from latentzoo.pipelines import GANPipeline
-from latentzoo.training.trainer import make_image_grid
 
 RUNS = ("gan-mnist", "gan-mnist-classes")
 TRUNCATIONS = (None, 1.5, 1.0)
@@ -37,11 +38,8 @@ def sample(
     pipe: GANPipeline, count: int, seed: int, truncation=None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(count, 1, 32, 32) in [-1, 1] and the requested labels (classes 0-9 in turn when conditional, else None)."""
-    generators = [torch.Generator().manual_seed(seed + i) for i in range(count)]
     labels = None if pipe.num_classes is None else torch.tensor(cycle_class_labels(count, pipe.num_classes))
-    kwargs = {"batch_size": count} if labels is None else {"class_labels": labels}
-    images = pipe(**kwargs, truncation=truncation, generator=generators, output_type="pt").images * 2 - 1
-    return images, labels
+    return sample_images(pipe, count, seed, class_labels=labels, truncation=truncation), labels
 
 
 def main() -> None:

@@ -35,15 +35,11 @@ import yaml
 
 from latentzoo.data import load_dataset, parse_digit
 from latentzoo.evaluation import class_coverage, fid_report, load_judge
-from latentzoo.evaluation.protocol import generate, text_to_image_prompts
-from latentzoo.pipelines import (
-    AutoencoderPipeline,
-    GANPipeline,
-    LatentTextToImagePipeline,
-    PixelDiffusionPipeline,
-)
+from latentzoo.evaluation.images import make_image_grid
+from latentzoo.evaluation.protocol import text_to_image_prompts
+from latentzoo.evaluation.sampling import sample_images
+from latentzoo.pipelines import LatentTextToImagePipeline, PixelDiffusionPipeline
 from latentzoo.pipelines.loading import load_pipeline
-from latentzoo.training.trainer import make_image_grid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # (preset folder under --runs, the row's name)
@@ -61,13 +57,7 @@ DIFFUSION_KWARGS = {"num_inference_steps": 20, "guidance_scale": 3.0}
 
 def requested_digits(pipeline, num_samples: int) -> torch.Tensor | None:
     """The digit each sample is asked for (0..9 in turn), or None for an unconditional model."""
-    if isinstance(pipeline, PixelDiffusionPipeline | GANPipeline):
-        conditional = pipeline.num_classes is not None
-    elif isinstance(pipeline, AutoencoderPipeline):
-        conditional = pipeline.is_class_conditional
-    else:
-        raise TypeError(f"No sampling protocol for a {type(pipeline).__name__}.")
-    return torch.arange(num_samples) % 10 if conditional else None
+    return None if pipeline.num_classes is None else torch.arange(num_samples) % 10
 
 
 @torch.no_grad()
@@ -81,21 +71,12 @@ def sample(
         prompts = text_to_image_prompts(per_digit, seed=0)
         prompts = [prompts[digit * per_digit + i] for i in range(per_digit) for digit in range(10)]
         digits = torch.tensor([parse_digit(prompt) for prompt in prompts])
-        return generate(pipeline, prompts, batch_size, seed, **DIFFUSION_KWARGS), digits
+        images = sample_images(pipeline, len(prompts), seed, batch_size, prompt=prompts, **DIFFUSION_KWARGS)
+        return images, digits
     digits = requested_digits(pipeline, num_samples)
     extra = DIFFUSION_KWARGS if isinstance(pipeline, PixelDiffusionPipeline) else {}
-    images = []
-    for start in range(0, num_samples, batch_size):
-        count = min(batch_size, num_samples - start)
-        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]
-        condition = (
-            {"batch_size": count}
-            if digits is None
-            else {"class_labels": digits[start : start + count].tolist()}
-        )
-        output = pipeline(**condition, generator=generators, output_type="pt", **extra)
-        images.append(output.images.float() * 2 - 1)
-    return torch.cat(images), digits
+    class_labels = None if digits is None else digits.tolist()
+    return sample_images(pipeline, num_samples, seed, batch_size, class_labels=class_labels, **extra), digits
 
 
 def training_minutes(run: Path) -> tuple[float, int]:

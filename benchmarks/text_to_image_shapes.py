@@ -23,9 +23,9 @@ import yaml
 
 from latentzoo.data import load_dataset
 from latentzoo.evaluation import SHAPES_FAMILIES, detect_shapes, evaluate_shapes, score_shapes, shapes_prompts
+from latentzoo.evaluation.images import make_image_grid
 from latentzoo.evaluation.shapes import render_prompt
 from latentzoo.pipelines.loading import load_pipeline
-from latentzoo.training.trainer import make_image_grid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -35,6 +35,7 @@ from latentzoo.pipelines import (
 
 from .domain import DomainEncoder, describe_held_out, load_domain_encoder
 from .metrics import frechet_distance, psnr
+from .sampling import sample_images
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +75,6 @@ def pipeline_family(pipeline) -> str:
     )
 
 
-def model_num_classes(pipeline) -> int | None:
-    """Number of classes a class-conditional pipeline samples; None for an unconditional (or text) one."""
-    if isinstance(pipeline, PixelDiffusionPipeline | GANPipeline):
-        return pipeline.num_classes
-    if isinstance(pipeline, AutoencoderPipeline) and pipeline.is_class_conditional:
-        return pipeline.prior.config.num_classes
-    return None
-
-
 def match_images(images: torch.Tensor, channels: int, size: int | tuple[int, int]) -> torch.Tensor:
     """(N, C, H, W) in [-1, 1] → (N, channels, *size): RGB → luma (ITU-R BT.601), grey → RGB, bilinear resize."""
     height, width = (size, size) if isinstance(size, int) else size
@@ -97,25 +89,6 @@ def match_images(images: torch.Tensor, channels: int, size: int | tuple[int, int
     if tuple(images.shape[-2:]) != (height, width):
         images = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True).clamp(-1, 1)
     return images
-
-
-@torch.no_grad()
-def sample_images(pipeline, conditions: list, batch_size: int, seed: int, **settings) -> torch.Tensor:
-    """One image per entry of `conditions` (a prompt, a class label, or None for an unconditional image), as
-    (N, C, H, W) in [-1, 1]; image i is drawn with generator seed `seed + i`, so batching changes nothing."""
-    images = []
-    for start in range(0, len(conditions), batch_size):
-        chunk = conditions[start : start + batch_size]
-        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
-        if isinstance(pipeline, LatentTextToImagePipeline):
-            arguments = {"prompt": list(chunk)}
-        elif chunk[0] is None:
-            arguments = {"batch_size": len(chunk)}
-        else:
-            arguments = {"class_labels": [int(label) for label in chunk]}
-        output = pipeline(**arguments, generator=generators, output_type="pt", **settings)
-        images.append(output.images.float().cpu() * 2 - 1)
-    return torch.cat(images)
 
 
 def _requested_labels(pipeline, num_classes: int, validation, n: int, seed: int) -> tuple[torch.Tensor, bool]:
@@ -208,23 +181,22 @@ def evaluate_pipeline(
     # 2. Conditions: the first n validation items' captions or labels
     reference = dataset_validation.pixel_values[:n]  # (n, C, H, W)
     texts = [dataset_validation[i]["text"] for i in range(n)] if dataset_validation.has_captions else None
-    num_classes = model_num_classes(pipeline)
+    num_classes = pipeline.num_classes
     requested, labels_from_data = None, False
-    settings, sampling = {}, ""
+    conditions, settings, sampling = {}, {}, ""  # conditions: one prompt or class label per image, or none
     if family == "text-to-image":
-        conditions = texts
+        conditions = {"prompt": texts}
         settings = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
         sampling = "prompts: the captions of those validation images"
     elif num_classes is not None:
         requested, labels_from_data = _requested_labels(pipeline, num_classes, dataset_validation, n, seed)
-        conditions = requested.tolist()
+        conditions = {"class_labels": requested.tolist()}
         sampling = (
             "classes: the labels of those validation images"
             if labels_from_data
             else f"classes drawn uniformly from {num_classes} with seed {seed} (the dataset has no labels)"
         )
     else:
-        conditions = [None] * n
         sampling = "unconditional"
     if family == "pixel diffusion":
         # Guidance needs class labels; an unconditional model samples without.
@@ -240,7 +212,7 @@ def evaluate_pipeline(
 
     # 3. Sample
     start = time.perf_counter()
-    generated = sample_images(pipeline, conditions, batch_size, seed, **settings)
+    generated = sample_images(pipeline, n, seed, batch_size, **conditions, **settings)
     seconds = time.perf_counter() - start
     if generated.shape[1] != channels or tuple(generated.shape[-2:]) != size:
         notes.append(

@@ -23,20 +23,13 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.utils import make_image_grid
 
 from ..data.attributes import measure_attribute_values, measure_attributes
+from .images import make_image_grid
 
 PROJECTOR_FILES = ("projector_config.pbtxt", "tensors.tsv", "metadata.tsv", "sprite.png")
 # TensorBoard's limit on a sprite's side, in pixels.
 MAX_SPRITE_SIDE = 8192
-
-
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] → (N, H, W) or (N, H, W, C) uint8."""
-    array = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    array = array.permute(0, 2, 3, 1).numpy()
-    return array[..., 0] if array.shape[-1] == 1 else array
 
 
 def make_sprite(images: torch.Tensor) -> PIL.Image.Image:
@@ -48,12 +41,8 @@ def make_sprite(images: torch.Tensor) -> PIL.Image.Image:
             f"A sprite of {n} {h}x{w} images would be {side * max(h, w)} pixels wide; TensorBoard reads at most "
             f"{MAX_SPRITE_SIDE}. Pass fewer images (at most {(MAX_SPRITE_SIDE // max(h, w)) ** 2})."
         )
-    thumbnails = _to_uint8(images)
-    sprite = np.zeros((side * h, side * w, *thumbnails.shape[3:]), dtype=np.uint8)
-    for i, thumbnail in enumerate(thumbnails):
-        row, col = divmod(i, side)
-        sprite[row * h : (row + 1) * h, col * w : (col + 1) * w] = thumbnail
-    return PIL.Image.fromarray(sprite)
+    # TensorBoard reads a sprite as a square: `side` rows even where the images fill fewer.
+    return make_image_grid((images.detach().float().cpu() + 1) / 2, nrow=side, rows=side)
 
 
 def write_projector(
@@ -113,11 +102,6 @@ def write_projector(
     paths["projector_config.pbtxt"] = output_dir / "projector_config.pbtxt"
     paths["projector_config.pbtxt"].write_text(text_format.MessageToString(config))
     return paths
-
-
-def _grid(images: list[PIL.Image.Image], rows: int, cols: int) -> PIL.Image.Image:
-    """diffusers' `make_image_grid`, kept in the images' own mode (grayscale digits stay one channel)."""
-    return make_image_grid(images, rows=rows, cols=cols).convert(images[0].mode)
 
 
 def _cell(value) -> str:
@@ -180,8 +164,7 @@ def latent_manifold(pipeline, grid_size: int = 20, quantile_range: tuple[float, 
     prior = getattr(pipeline, "prior", None)
     if prior is not None and hasattr(prior, "scale_tril"):
         latents = prior.mean.cpu() + latents @ prior.scale_tril.cpu().T
-    images = pipeline.decode(latents, output_type="pil").images
-    return _grid(images, rows=grid_size, cols=grid_size)
+    return make_image_grid(pipeline.decode(latents, output_type="pt").images, nrow=grid_size)
 
 
 @torch.no_grad()
@@ -189,8 +172,8 @@ def interpolation_strips(
     pipeline, start: torch.Tensor, end: torch.Tensor, num_steps: int = 10, method: str = "slerp"
 ) -> PIL.Image.Image:
     """One row per (start, end) pair of images: decoded latents from one to the other."""
-    images = pipeline.interpolate(start, end, num_steps=num_steps, method=method, output_type="pil").images
-    return _grid(images, rows=len(start), cols=num_steps)
+    images = pipeline.interpolate(start, end, num_steps=num_steps, method=method, output_type="pt").images
+    return make_image_grid(images, nrow=num_steps)
 
 
 @torch.no_grad()
@@ -209,10 +192,8 @@ def attribute_strips(
     pipeline, pixel_values: torch.Tensor, vector: torch.Tensor, strengths: Sequence[float] = (-2, -1, 0, 1, 2)
 ) -> PIL.Image.Image:
     """One row per image: its latent plus strength · vector for each strength (0 is its reconstruction)."""
-    images = pipeline.apply_attribute(
-        pixel_values, vector, strength=list(strengths), output_type="pil"
-    ).images
-    return _grid(images, rows=len(pixel_values), cols=len(strengths))
+    images = pipeline.apply_attribute(pixel_values, vector, strength=list(strengths), output_type="pt").images
+    return make_image_grid(images, nrow=len(strengths))
 
 
 def export_latent_visualisations(

@@ -16,6 +16,7 @@ from ..data import NUM_PHRASINGS, caption_for, load_dataset
 from ..data.attributes import SLANT_CLASSES, WEIGHT_CLASSES
 from .judge import Judge, load_judge
 from .metrics import attribute_accuracy, fid_report, prompt_accuracy
+from .sampling import sample_images
 
 # Phrasings that never occur in the training captions, to check that the text encoder generalises.
 HELD_OUT_TEMPLATES = (
@@ -46,18 +47,6 @@ def text_to_image_prompts(per_digit: int = 100, seed: int = 0, held_out: bool = 
     return prompts
 
 
-@torch.no_grad()
-def generate(pipeline, prompts: list[str], batch_size: int, seed: int, **kwargs) -> torch.Tensor:
-    """Images for `prompts`, (N, C, H, W) in [-1, 1], one seeded generator per image so batching changes nothing."""
-    images = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
-        output = pipeline(chunk, generator=generators, output_type="pt", **kwargs)
-        images.append(output.images.float() * 2 - 1)
-    return torch.cat(images)
-
-
 def evaluate_text_to_image(
     pipeline,
     per_digit: int = 100,
@@ -81,7 +70,7 @@ def evaluate_text_to_image(
 
     prompts = text_to_image_prompts(per_digit, seed)
     start = time.perf_counter()
-    images = generate(pipeline, prompts, batch_size, seed, **settings)
+    images = sample_images(pipeline, len(prompts), seed, batch_size, prompt=prompts, **settings)
     seconds = time.perf_counter() - start
     attributes = attribute_accuracy(images, prompts)
     fid = fid_report(judge, images, reference_images, seed=seed)
@@ -95,7 +84,9 @@ def evaluate_text_to_image(
     }
     if held_out_per_digit:
         held_out = text_to_image_prompts(held_out_per_digit, seed + 1, held_out=True)
-        held_out_images = generate(pipeline, held_out, batch_size, seed + 1, **settings)
+        held_out_images = sample_images(
+            pipeline, len(held_out), seed + 1, batch_size, prompt=held_out, **settings
+        )
         metrics["prompt accuracy, held-out phrasings"] = prompt_accuracy(judge, held_out_images, held_out)
     protocol = (
         f"{len(prompts)} samples ({per_digit} per digit; phrasings and weight/slant drawn with seed {seed} from the "

@@ -42,7 +42,7 @@ import torch
 from scipy import ndimage
 
 from ..data.shapes import COLORS, RELATIONS, SHAPE_NAMES, SIZES, Scene, Shape, place_centers, render_scene
-from .protocol import generate
+from .sampling import sample_images
 
 FAMILIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribute_binding")
 EVALUATION_STREAM = 0x6E6E  # second seed word of the prompt generator; training uses split ids 0 and 1
@@ -464,7 +464,8 @@ def evaluate_shapes(
     """
     prompts = shapes_prompts(per_family, seed)
     settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
-    images = (generate(pipeline, [p.prompt for p in prompts], batch_size, seed, **settings) + 1) / 2
+    texts = [p.prompt for p in prompts]
+    images = (sample_images(pipeline, len(texts), seed, batch_size, prompt=texts, **settings) + 1) / 2
     scores = score_shapes(images, prompts)
     correct = scores.pop("correct")
     sampler = type(pipeline.scheduler).__name__

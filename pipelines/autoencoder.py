@@ -67,8 +67,14 @@ class AutoencoderPipeline(DiffusionPipeline):
         return self.autoencoder.config.latent_dim
 
     @property
+    def num_classes(self) -> int | None:
+        """Number of classes `class_labels` may name (a class-conditional MDN prior's), or None: unconditional."""
+        return self.prior.config.num_classes if isinstance(self.prior, MixtureDensityNetwork) else None
+
+    @property
     def is_class_conditional(self) -> bool:
-        return isinstance(self.prior, MixtureDensityNetwork) and self.prior.config.num_classes is not None
+        """`num_classes is not None`; kept for existing callers, new code reads `num_classes`."""
+        return self.num_classes is not None
 
     # ------------------------------------------------------------------ checks and helpers
     def check_inputs(self, batch_size, class_labels, latents, output_type):
@@ -76,13 +82,13 @@ class AutoencoderPipeline(DiffusionPipeline):
         if batch_size is not None:
             check_positive_int(batch_size, "batch_size")
         if class_labels is not None:
-            if not self.is_class_conditional:
+            if self.num_classes is None:
                 raise ValueError(
                     "`class_labels` needs a class-conditional prior (a MixtureDensityNetwork with `num_classes`, "
                     f"trained by the `mdn_prior` task); this pipeline's prior is {type(self.prior).__name__}."
                 )
-            check_class_labels(class_labels, self.prior.config.num_classes, batch_size)
-        elif self.is_class_conditional and latents is None:
+            check_class_labels(class_labels, self.num_classes, batch_size)
+        elif self.num_classes is not None and latents is None:
             raise ValueError(
                 "This pipeline's prior is class-conditional: pass `class_labels`, e.g. `class_labels=[0, 1, 7]` "
                 "(or `latents` to decode)."
@@ -265,7 +271,7 @@ class AutoencoderPipeline(DiffusionPipeline):
 
         # 2. Define call parameters
         if class_labels is not None:
-            class_labels = check_class_labels(class_labels, self.prior.config.num_classes, batch_size)  # (B,)
+            class_labels = check_class_labels(class_labels, self.num_classes, batch_size)  # (B,)
             batch_size = len(class_labels)
         elif latents is not None:
             batch_size = batch_size or len(latents)

@@ -87,6 +87,7 @@ class GANPipeline(DiffusionPipeline):
 
     @property
     def num_classes(self) -> int | None:
+        """Number of classes `class_labels` may name (the generator's), or None for an unconditional generator."""
         return self.generator.config.num_classes
 
     # ------------------------------------------------------------------ checks and helpers

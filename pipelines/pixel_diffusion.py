@@ -51,14 +51,10 @@ class PixelDiffusionPipeline(DiffusionPipeline):
 
     @property
     def num_classes(self) -> int | None:
-        """Number of real classes (the null class excluded), or None for an unconditional UNet."""
+        """Number of real classes `class_labels` may name, or None for an unconditional UNet. The null class (the
+        UNet's last class embedding, index `num_classes`) is not one of them: it is the guidance's "no label"."""
         num_class_embeds = self.unet.config.num_class_embeds
         return None if num_class_embeds is None else num_class_embeds - 1
-
-    @property
-    def null_class_label(self) -> int | None:
-        """Index of the null class: the label of the unconditional branch of guidance."""
-        return self.num_classes
 
     @property
     def guidance_scale(self) -> float:
@@ -101,7 +97,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         if self.num_classes is None:
             return None
         if class_labels is None:
-            return torch.full((batch_size or 1,), self.null_class_label, dtype=torch.long, device=device)
+            null_class = self.num_classes  # index num_classes: the UNet's last class embedding
+            return torch.full((batch_size or 1,), null_class, dtype=torch.long, device=device)
         labels = check_class_labels(
             class_labels,
             self.num_classes,
@@ -192,7 +189,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
 
         # 3. With guidance, the null class first: (2B,) = [null] * B + labels
         if self.do_classifier_free_guidance:
-            null_labels = torch.full_like(class_labels, self.null_class_label)
+            null_labels = torch.full_like(class_labels, self.num_classes)  # the null class: index num_classes
             class_labels = torch.cat([null_labels, class_labels])
 
         # 4. Prepare timesteps

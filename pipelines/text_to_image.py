@@ -83,6 +83,11 @@ class LatentTextToImagePipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
+    @property
+    def num_classes(self) -> None:
+        """None: conditioned on prompts, never on class labels (every latentzoo pipeline answers `num_classes`)."""
+        return None
+
     # Read at every step, so a `callback_on_step_end` may switch guidance off mid-way (e.g. diffusers'
     # `SDCFGCutoffCallback`, which sets `pipe._guidance_scale = 0.0` and keeps the conditional embeddings).
     @property

@@ -56,6 +56,8 @@ def tiny_text2img_overrides(tmp_path, *extra):
         f"output_dir={tmp_path / 'model'}",
         f"model.vae={tmp_path / 'vae'}",
         f"model.vae_config={vae_config}",
+        "model.text_encoder=null",  # trained jointly, unless `extra` names one
+        "model.text_encoder_config=null",
         "max_train_steps=2",
         "train_batch_size=16",
         "report_to=none",
@@ -93,7 +95,9 @@ def test_info_nce_is_symmetric_and_log_batch_for_identical_embeddings():
 
 def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match="model.text_encoder_config.*needs `model.text_encoder`"):
-        load_config(None, ["task=text2img", "model.text_encoder_config=clip_text-mnist"])
+        load_config(
+            None, ["task=text2img", "model.text_encoder=null", "model.text_encoder_config=clip_text-mnist"]
+        )
     with pytest.raises(ValueError, match="model.max_logit_scale"):
         load_config(None, ["task=clip_text", "model.max_logit_scale=5"])
 

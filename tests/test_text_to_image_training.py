@@ -37,6 +37,8 @@ def tiny_text2img_overrides(tmp_path):
         f"output_dir={tmp_path / 'model'}",
         f"model.vae={tmp_path / 'model' / 'vae'}",
         f"model.vae_config={stage_1}",
+        "model.text_encoder=null",  # trained jointly with the UNet
+        "model.text_encoder_config=null",
         "max_train_steps=4",
         "train_batch_size=16",
         "use_ema=true",

@@ -495,7 +495,8 @@ SOAK = [
 
 
 def start_slow_run(output_dir: Path, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # The thread count of this process: the runs compared bit for bit must reduce floats in the same order.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, str(SLOW_TRAIN), *TINY, f"output_dir={output_dir}", *overrides]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -655,3 +656,37 @@ def test_pipeline_from_checkpoint_carries_the_checkpoints_ema_weights(tmp_path):
         assert torch.equal(restored.state_dict()[name], tensor), name
     raw = Trainer(config).pipeline_from_checkpoint(tmp_path / "checkpoints" / "checkpoint-4", ema=False)
     assert not all(torch.equal(raw.state_dict()[k], v) for k, v in saved.state_dict().items())
+
+
+def test_a_config_builds_on_a_base_preset_or_file(tmp_path):
+    (tmp_path / "mine.yaml").write_text("base: gan-mnist-classes\nseed: 3\nmodel:\n  latent_dim: 32\n")
+    (tmp_path / "child.yaml").write_text("base: mine.yaml\nmax_train_steps: 10\n")  # a path beside the file
+    config = load_config(tmp_path / "child.yaml")
+    gan = load_config("gan-mnist")
+    assert (config.seed, config.max_train_steps, config.model.latent_dim) == (3, 10, 32)
+    assert config.model.class_conditional and config.output_dir == "outputs/gan-mnist-classes"
+    assert config.model.generator_channels == gan.model.generator_channels  # from gan-mnist, two bases down
+    assert config.learning_rate == gan.learning_rate
+
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ValueError, match="is its own base"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("base: no-such-preset\n")
+    with pytest.raises(ValueError, match=r"'no-such-preset' is neither a file nor a preset"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "preset", sorted(p.stem for p in (Path(__file__).parent.parent / "configs").glob("*.yaml"))
+)
+def test_every_preset_has_a_model_card_whose_usage_code_compiles(preset):
+    from latentzoo.training.tasks import get_task_class
+
+    config = load_config(preset)
+    fields = get_task_class(config.task).card_info(config)
+    assert {"title", "pipeline_tag", "tags", "description", "usage"} <= set(fields)
+    assert isinstance(fields["tags"], list) and all(" " not in tag for tag in fields["tags"])
+    for key, value in fields.items():
+        assert "{{" not in str(value) and "{%" not in str(value), key
+        assert key == "usage" or "  " not in str(value), key  # no gap left by a template's empty branch
+    compile(fields["usage"].replace("MODEL_DIR", "some/model"), f"{preset} usage", "exec")

@@ -334,6 +334,25 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ValueError(f"Config {str(path)!r} is neither a file nor a preset; presets: {available}.")
 
 
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The values of a config file or preset, with those of its ``base:`` (a preset name, or a file path relative to
+    this file) underneath: ``gan-mnist-classes`` is ``base: gan-mnist`` and the few keys that differ."""
+    resolved = resolve_config_path(path).resolve()
+    if resolved in _seen:
+        raise ValueError(f"Config {resolved} is its own base (through {[str(p) for p in _seen]}).")
+    with open(resolved) as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"Config file {path} must hold a mapping at the top level.")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ValueError(f"`base` in {resolved} must name a preset or a config file, got {base!r}.")
+    beside = resolved.parent / base
+    return _merge(read_config_file(beside if beside.is_file() else base, (*_seen, resolved)), values)
+
+
 def _move_stage_folders(preset: dict[str, Any], values: dict[str, Any]) -> None:
     """Re-root, in `values`, the model paths `preset` keeps under its output_dir when `values` moved output_dir."""
     old_root, new_root = preset.get("output_dir"), values.get("output_dir")
@@ -349,7 +368,8 @@ def _move_stage_folders(preset: dict[str, Any], values: dict[str, Any]) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainingConfig:
-    """Load a YAML config (a file or a preset name), apply overrides, and check it completely.
+    """Load a YAML config (a file or a preset name, on top of its ``base:`` if it names one), apply overrides, and
+    check it completely.
 
     When the overrides move ``output_dir``, the stage folders the file keeps inside its own output_dir
     (``model.vae``, ``model.text_encoder``, ...) move with it, unless they are overridden too.
@@ -357,12 +377,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     """
     from .tasks import get_task_class
 
-    values: dict[str, Any] = {}
-    if path is not None:
-        with open(resolve_config_path(path)) as f:
-            values = yaml.safe_load(f) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"Config file {path} must hold a mapping at the top level.")
+    values = read_config_file(path) if path is not None else {}
     if overrides:
         preset = values
         values = _merge(values, parse_overrides(overrides) if isinstance(overrides, list) else overrides)

@@ -11,12 +11,15 @@ import json
 import platform
 from pathlib import Path
 
+import jinja2
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
 from .config import TrainingConfig, build_dataclass
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
+# Per task: title, pipeline_tag, tags, description, usage, limitations, as Jinja templates.
+TASK_CARDS = TEMPLATE.parent / "tasks.yaml"
 
 DATASETS = {
     "mnist": (
@@ -44,6 +47,22 @@ def describe_dataset(name: str, info: dict | None) -> str:
         )
     facts.append("captioned" if info.get("has_captions") else "no captions")
     return (f"{known}; " if known else "") + ", ".join(facts)
+
+
+def card_fields(task_name: str, config: TrainingConfig) -> dict:
+    """The model-card fields `model_cards/tasks.yaml` gives task `task_name`, rendered for `config`; {} for a task
+    it does not list."""
+    templates = (yaml.safe_load(TASK_CARDS.read_text()) or {}).get(task_name) or {}
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    environment.filters["repr"] = repr
+    environment.filters["percent"] = lambda value: f"{value:.0%}"
+    fields = {
+        key: environment.from_string(str(template)).render(config=config, model=config.model)
+        for key, template in templates.items()
+    }
+    if "tags" in fields:
+        fields["tags"] = fields["tags"].split()
+    return fields
 
 
 def metrics_table(metrics: dict) -> str:

@@ -43,12 +43,12 @@ from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..data import load_dataset
 from ..data.datasets import dataset_display_name
+from ..evaluation.images import make_image_grid
 from ..models.attention import use_blockwise_attention
 from .config import TrainingConfig, config_to_dict
 from .cpu_memory import retain_freed_memory
@@ -174,19 +174,6 @@ def load_state_dict(folder: Path, name: str, device: torch.device | str = "cpu")
         return value
 
     return fill(skeleton)
-
-
-def make_image_grid(images: torch.Tensor, nrow: int | None = None) -> Image.Image:
-    """(N, C, H, W) float in [0, 1] → one PIL grid image with `nrow` images per row (default: square-ish)."""
-    n, c, h, w = images.shape
-    nrow = nrow or math.ceil(math.sqrt(n))
-    ncol = math.ceil(n / nrow)
-    grid = torch.zeros(c, ncol * h, nrow * w)
-    for i, image in enumerate(images.float().clamp(0, 1).cpu()):
-        row, col = divmod(i, nrow)
-        grid[:, row * h : (row + 1) * h, col * w : (col + 1) * w] = image
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    return Image.fromarray(array[..., 0] if c == 1 else array)
 
 
 @dataclass
@@ -762,96 +749,104 @@ class Trainer:
 
         epoch = first_epoch
         stop = finished()
-        while not stop:
-            self.dataloader.set_epoch(epoch)
-            if hasattr(self.train_data, "set_epoch"):
-                self.train_data.set_epoch(epoch)  # caption phrasings are a function of (item, epoch)
-            batches = self.dataloader
-            if resume_batches:
-                batches = accelerator.skip_first_batches(self.dataloader, resume_batches)
-                resume_batches = 0
-            for batch in batches:
-                with accelerator.accumulate(*self.modules.values()):
-                    outputs = self.task.training_step(batch, self.modules, state.global_step)
-                    losses = {k: v for k, v in outputs.items() if not k.startswith(METRIC_PREFIX)}
-                    if set(losses) != set(self.optimizers):
-                        raise ValueError(
-                            f"{type(self.task).__name__}.training_step returned losses {sorted(losses)}; "
-                            f"expected one per optimizer: {sorted(self.optimizers)} (and, optionally, "
-                            f"'{METRIC_PREFIX}...' scalars to log)."
-                        )
-                    for name, loss in losses.items():
-                        step_losses[name] = step_losses.get(name, 0) + loss.detach().float()
-                    # Every backward pass before any step: all losses are gradients at the same parameters (a
-                    # GAN's G loss backpropagates through D's graph, which an in-place step of D would invalidate).
-                    for name in self.optimizers:
-                        # With several optimizers each loss reaches only its own parameters (a GAN's G loss must
-                        # not leave gradients in D).
-                        params = self.optimizer_params[name]
-                        accelerator.backward(losses[name], inputs=params if multiple_optimizers else None)
-                    if accelerator.sync_gradients:
-                        self._clip_and_check_gradients(step_losses)
-                        step_losses = {}
-                    for name, optimizer in self.optimizers.items():
-                        optimizer.step()  # a no-op between accumulation boundaries
-                        self.schedulers[name].step()
-                        optimizer.zero_grad(set_to_none=True)
-                    for name, value in outputs.items():
-                        loss_sums[name] = loss_sums.get(name, 0) + value.detach().float()
-                if not accelerator.sync_gradients:
-                    continue
+        try:
+            while not stop:
+                self.dataloader.set_epoch(epoch)
+                if hasattr(self.train_data, "set_epoch"):
+                    self.train_data.set_epoch(epoch)  # caption phrasings are a function of (item, epoch)
+                batches = self.dataloader
+                if resume_batches:
+                    batches = accelerator.skip_first_batches(self.dataloader, resume_batches)
+                    resume_batches = 0
+                for batch in batches:
+                    with accelerator.accumulate(*self.modules.values()):
+                        outputs = self.task.training_step(batch, self.modules, state.global_step)
+                        losses = {k: v for k, v in outputs.items() if not k.startswith(METRIC_PREFIX)}
+                        if set(losses) != set(self.optimizers):
+                            raise ValueError(
+                                f"{type(self.task).__name__}.training_step returned losses {sorted(losses)}; "
+                                f"expected one per optimizer: {sorted(self.optimizers)} (and, optionally, "
+                                f"'{METRIC_PREFIX}...' scalars to log)."
+                            )
+                        for name, loss in losses.items():
+                            step_losses[name] = step_losses.get(name, 0) + loss.detach().float()
+                        # Every backward pass before any step: all losses are gradients at the same parameters (a
+                        # GAN's G loss backpropagates through D's graph, which an in-place step of D would invalidate).
+                        for name in self.optimizers:
+                            # With several optimizers each loss reaches only its own parameters (a GAN's G loss must
+                            # not leave gradients in D).
+                            params = self.optimizer_params[name]
+                            accelerator.backward(losses[name], inputs=params if multiple_optimizers else None)
+                        if accelerator.sync_gradients:
+                            self._clip_and_check_gradients(step_losses)
+                            step_losses = {}
+                        for name, optimizer in self.optimizers.items():
+                            optimizer.step()  # a no-op between accumulation boundaries
+                            self.schedulers[name].step()
+                            optimizer.zero_grad(set_to_none=True)
+                        for name, value in outputs.items():
+                            loss_sums[name] = loss_sums.get(name, 0) + value.detach().float()
+                    if not accelerator.sync_gradients:
+                        continue
 
-                state.global_step += 1
-                state.images_seen += images_per_step
-                window_steps += 1
-                for name, ema in self.ema.items():
-                    ema.step(accelerator.unwrap_model(self.modules[name]).parameters())
-                progress.update(1)
+                    state.global_step += 1
+                    state.images_seen += images_per_step
+                    window_steps += 1
+                    for name, ema in self.ema.items():
+                        ema.step(accelerator.unwrap_model(self.modules[name]).parameters())
+                    progress.update(1)
 
-                if state.global_step % cfg.logging_steps == 0 or finished():
-                    seconds = time.perf_counter() - window_start
-                    logs = {
-                        (name if name.startswith(METRIC_PREFIX) else f"loss/{name}"): (
-                            total / (window_steps * cfg.gradient_accumulation_steps)
-                        ).item()
-                        for name, total in loss_sums.items()
-                    }
-                    logs.update({f"lr/{name}": s.get_last_lr()[0] for name, s in self.schedulers.items()})
-                    logs["images_per_second"] = window_steps * images_per_step / max(seconds, 1e-9)
-                    accelerator.log(logs, step=state.global_step)
-                    progress.set_postfix(
-                        {
-                            **{
-                                k.split("/")[-1]: f"{v:.4f}" for k, v in logs.items() if k.startswith("loss/")
-                            },
-                            "img/s": f"{logs['images_per_second']:.1f}",
+                    if state.global_step % cfg.logging_steps == 0 or finished():
+                        seconds = time.perf_counter() - window_start
+                        logs = {
+                            (name if name.startswith(METRIC_PREFIX) else f"loss/{name}"): (
+                                total / (window_steps * cfg.gradient_accumulation_steps)
+                            ).item()
+                            for name, total in loss_sums.items()
                         }
-                    )
-                    loss_sums = {}
-                    window_steps = 0
-                    window_start = time.perf_counter()
+                        logs.update({f"lr/{name}": s.get_last_lr()[0] for name, s in self.schedulers.items()})
+                        logs["images_per_second"] = window_steps * images_per_step / max(seconds, 1e-9)
+                        accelerator.log(logs, step=state.global_step)
+                        progress.set_postfix(
+                            {
+                                **{
+                                    k.split("/")[-1]: f"{v:.4f}"
+                                    for k, v in logs.items()
+                                    if k.startswith("loss/")
+                                },
+                                "img/s": f"{logs['images_per_second']:.1f}",
+                            }
+                        )
+                        loss_sums = {}
+                        window_steps = 0
+                        window_start = time.perf_counter()
 
-                if cfg.checkpointing_steps and state.global_step % cfg.checkpointing_steps == 0:
-                    state.elapsed_seconds += time.perf_counter() - run_start
-                    run_start = time.perf_counter()
-                    self.save_checkpoint()
-                    window_start = time.perf_counter()
-                if cfg.validation_steps and state.global_step % cfg.validation_steps == 0 and not finished():
-                    self.validate()
-                    window_start = time.perf_counter()
+                    if cfg.checkpointing_steps and state.global_step % cfg.checkpointing_steps == 0:
+                        state.elapsed_seconds += time.perf_counter() - run_start
+                        run_start = time.perf_counter()
+                        self.save_checkpoint()
+                        window_start = time.perf_counter()
+                    if (
+                        cfg.validation_steps
+                        and state.global_step % cfg.validation_steps == 0
+                        and not finished()
+                    ):
+                        self.validate()
+                        window_start = time.perf_counter()
 
-                # Every process must agree to stop, or the others would wait forever in the next all-reduce.
-                spent = state.elapsed_seconds + time.perf_counter() - run_start >= budget_seconds
-                signalled, spent = self._on_any_process(self._stop_signal is not None, spent)
-                if signalled:
-                    state.elapsed_seconds += time.perf_counter() - run_start
-                    progress.close()
-                    self._stop_for_signal(end_training)
-                if spent or finished():
-                    stop = True
-                    break
-            epoch += 1
-        progress.close()
+                    # Every process must agree to stop, or the others would wait forever in the next all-reduce.
+                    spent = state.elapsed_seconds + time.perf_counter() - run_start >= budget_seconds
+                    signalled, spent = self._on_any_process(self._stop_signal is not None, spent)
+                    if signalled:
+                        state.elapsed_seconds += time.perf_counter() - run_start
+                        progress.close()
+                        self._stop_for_signal(end_training)
+                    if spent or finished():
+                        stop = True
+                        break
+                epoch += 1
+        finally:
+            progress.close()  # ends its line, so what follows (an error) starts on its own
         state.elapsed_seconds += time.perf_counter() - run_start
 
     def save_pipeline(self):

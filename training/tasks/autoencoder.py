@@ -21,12 +21,6 @@ from ...pipelines.autoencoder import AutoencoderPipeline
 from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, Widths
 from .base import Stage, TaskConfig, TrainingTask
 
-USAGE = (
-    "import torch\n"
-    "from latentzoo.pipelines import AutoencoderPipeline\n\n"
-    'pipe = AutoencoderPipeline.from_pretrained("MODEL_DIR")\n'
-)
-
 
 @dataclass
 class AutoencoderConfig(TaskConfig):
@@ -146,20 +140,6 @@ class AutoencoderTask(_AutoencoderTaskBase):
             prior = GaussianPrior.from_latents(encode_dataset(autoencoder, _all_pixel_values(self.dataset)))
         return AutoencoderPipeline(autoencoder=autoencoder, prior=prior)
 
-    @classmethod
-    def card_info(cls, config):
-        return {
-            "title": f"Autoencoder ({config.model.latent_dim}-D latent)",
-            "pipeline_tag": "unconditional-image-generation",
-            "tags": ["autoencoder"],
-            "description": "A deterministic convolutional autoencoder trained by reconstruction alone. Sampling "
-            "decodes draws from a full-covariance Gaussian fitted to its training latents (N(0, I) with "
-            "`prior: none`, which it was never trained towards).",
-            "usage": USAGE
-            + "images = pipe(batch_size=16, generator=torch.Generator().manual_seed(0)).images\n"
-            "reconstructions = pipe.reconstruct(pixel_values).images  # pixel_values (B, 1, 32, 32) in [-1, 1]",
-        }
-
 
 class VariationalAutoencoderTask(_AutoencoderTaskBase):
     name = "vae"
@@ -173,19 +153,6 @@ class VariationalAutoencoderTask(_AutoencoderTaskBase):
 
     def make_pipeline(self, modules):
         return AutoencoderPipeline(autoencoder=modules[self.module_name])
-
-    @classmethod
-    def card_info(cls, config):
-        return {
-            "title": f"Variational autoencoder ({config.model.latent_dim}-D latent, beta={config.model.beta})",
-            "pipeline_tag": "unconditional-image-generation",
-            "tags": ["vae", "variational-autoencoder"],
-            "description": "A convolutional VAE (Kingma & Welling, arXiv:1312.6114) trained by reconstruction + "
-            "beta * KL to N(0, I); sampling decodes standard-normal latents.",
-            "usage": USAGE
-            + "images = pipe(batch_size=16, generator=torch.Generator().manual_seed(0)).images\n"
-            'strip = pipe.interpolate(pixel_values[:1], pixel_values[1:2], num_steps=8, method="slerp").images',
-        }
 
 
 class LatentCodeDataset(torch.utils.data.Dataset):
@@ -269,17 +236,3 @@ class MixtureDensityPriorTask(TrainingTask):
             return pipeline(batch_size=num_images, generator=generator, output_type="pt").images
         labels = cycle_class_labels(num_images, self.prior.config.num_classes)
         return pipeline(class_labels=labels, generator=generator, output_type="pt").images
-
-    @classmethod
-    def card_info(cls, config):
-        return {
-            "title": "Autoencoder + mixture density network prior",
-            "pipeline_tag": "unconditional-image-generation",
-            "tags": ["autoencoder", "mixture-density-network"],
-            "description": "A mixture density network (Bishop 1994) predicts a Gaussian mixture over a frozen "
-            f"autoencoder's latents{' from the class label' if config.model.class_conditional else ''}; "
-            "sampling draws a latent from it and decodes, turning the autoencoder into a "
-            f"{'conditional ' if config.model.class_conditional else ''}generator.",
-            "usage": USAGE
-            + "sevens = pipe(class_labels=[7] * 8, generator=torch.Generator().manual_seed(0)).images",
-        }

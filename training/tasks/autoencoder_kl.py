@@ -121,17 +121,3 @@ class AutoencoderKLTask(TrainingTask):
         # Interleave original and reconstruction: (2 * 8, C, H, W) in [0, 1].
         pairs = torch.stack([pixels, reconstruction.float()], dim=1).flatten(0, 1)
         return (pairs / 2 + 0.5).clamp(0, 1).cpu()
-
-    @classmethod
-    def card_info(cls, config):
-        return {
-            "title": "AutoencoderKL (latent space for latent diffusion)",
-            "pipeline_tag": "image-to-image",
-            "tags": ["autoencoder", "vae", "latent-diffusion"],
-            "description": "A KL-regularised autoencoder (diffusers `AutoencoderKL`): the latent space of a "
-            "latent diffusion model. `scaling_factor` was measured on the data so scaled latents have unit variance.",
-            "usage": "from diffusers import AutoencoderKL\n\n"
-            'vae = AutoencoderKL.from_pretrained("MODEL_DIR")\n'
-            "latents = vae.encode(pixel_values).latent_dist.mean * vae.config.scaling_factor  # pixel_values in [-1, 1]\n"
-            "reconstruction = vae.decode(latents / vae.config.scaling_factor).sample",
-        }

@@ -164,8 +164,13 @@ class TrainingTask:
     @classmethod
     def card_info(cls, config) -> dict[str, Any]:
         """Model card fields for a run of `config` (a TrainingConfig): ``pipeline_tag``, ``tags``, ``title``,
-        ``description``, ``usage`` (code; MODEL_DIR stands for the folder or repo id), ``limitations``."""
-        return {}
+        ``description``, ``usage`` (code; MODEL_DIR stands for the folder or repo id), ``limitations``.
+
+        The task's entry of ``model_cards/tasks.yaml`` (Jinja templates); a task not listed there may override this.
+        """
+        from ..model_card import card_fields
+
+        return card_fields(cls.name, config)
 
 
 def conditioning_classes(config, dataset) -> int | None:

@@ -30,7 +30,7 @@ from ...data import load_clip_tokenizer
 from ...models.contrastive import ConvImageEncoder, caption_targets, contrastive_loss
 from ..config import PositiveFloat, PositiveInt, Range, Widths
 from .base import TrainingTask
-from .text_to_image import TextTowerConfig, build_text_encoder
+from .text_tower import TextTowerConfig
 
 
 @dataclass
@@ -122,7 +122,7 @@ class ContrastiveTextTask(TrainingTask):
             config.image_norm_num_groups,
             config.projection_dim,
         )
-        self.dual_encoder = DualEncoder(build_text_encoder(config), image_encoder, config)
+        self.dual_encoder = DualEncoder(config.build_text_encoder(), image_encoder, config)
 
         # Fixed validation pairs: one item per class first (a readable similarity matrix), then seeded others.
         labels = getattr(dataset, "class_labels", None)
@@ -213,27 +213,4 @@ class ContrastiveTextTask(TrainingTask):
             "retrieval/text_to_image_top1": float(text_to_image),
             "retrieval/image_to_text_top1": float(image_to_text),
             "retrieval/matched_minus_mismatched_similarity": float(matched - mismatched),
-        }
-
-    @classmethod
-    def card_info(cls, config):
-        model = config.model
-        return {
-            "title": "CLIP-style text encoder trained from scratch (contrastive stage)",
-            "pipeline_tag": "feature-extraction",
-            "tags": ["clip", "text-encoder", "contrastive"],
-            "description": (
-                f"A `CLIPTextModel` ({model.text_num_layers} layers, hidden size {model.text_hidden_size}) with "
-                "CLIP's BPE tokenizer, trained from scratch against a small convolutional image encoder with CLIP's "
-                f"symmetric InfoNCE loss and a learnable temperature ({model.targets.replace('_', ' ')} targets). "
-                "Only the text encoder and its tokenizer are saved: the text encoder of a text-to-image model."
-            ),
-            "usage": "from transformers import CLIPTextModel, CLIPTokenizer\n\n"
-            'text_encoder = CLIPTextModel.from_pretrained("MODEL_DIR")\n'
-            'tokenizer = CLIPTokenizer.from_pretrained("MODEL_DIR")\n'
-            'hidden_states = text_encoder(tokenizer(["a bold seven"], return_tensors="pt").input_ids).last_hidden_state\n'
-            "# as the text encoder of a text-to-image run:\n"
-            "# latentzoo train text2img-mnist-clip model.text_encoder=MODEL_DIR",
-            "limitations": "Knows only the words of its training captions; the image tower it was trained "
-            "against is not saved.",
         }

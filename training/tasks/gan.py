@@ -191,35 +191,3 @@ class GANTask(TrainingTask):
         if labels is not None:
             metrics["judge/label_accuracy"] = float((predicted == torch.tensor(labels)).float().mean())
         return metrics
-
-    @classmethod
-    def card_info(cls, config):
-        model = config.model
-        conditional = model.class_conditional
-        call = "class_labels=[0, 1, 2, 3], " if conditional else "batch_size=16, "
-        return {
-            "title": f"DCGAN{', class-conditional' if conditional else ''}, trained from scratch",
-            "pipeline_tag": "unconditional-image-generation",
-            "tags": ["gan", "dcgan"]
-            + (["class-conditional", "projection-discriminator"] if conditional else []),
-            "description": (
-                f"A `GANPipeline`: a DCGAN generator ({model.latent_dim}-D latent, channels "
-                f"{list(model.generator_channels)}) trained against a "
-                f"{'spectrally normalised ' if model.spectral_norm else ''}discriminator with the "
-                f"{model.loss.replace('_', '-')} loss"
-                + (
-                    "; conditioned on the class (projection discriminator)."
-                    if conditional
-                    else "; unconditional."
-                )
-            ),
-            "usage": "import torch\nfrom latentzoo.pipelines import GANPipeline\n\n"
-            'pipe = GANPipeline.from_pretrained("MODEL_DIR")\n'
-            f"images = pipe({call}generator=torch.Generator().manual_seed(0)).images\n"
-            "z = pipe.prepare_latents(2, torch.Generator().manual_seed(1))\n"
-            "strip = pipe.interpolate(z[:1], z[1:], num_steps=8"
-            + (", class_labels=[7]" if conditional else "")
-            + ").images",
-            "limitations": "Generates only images like its training set, at its resolution; a GAN can drop modes "
-            "(classes or styles) of the data, which the judge's class histogram in the training logs shows.",
-        }
