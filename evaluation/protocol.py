@@ -14,6 +14,7 @@ import torch
 
 from ..data import NUM_PHRASINGS, caption_for, load_dataset
 from ..data.attributes import SLANT_CLASSES, WEIGHT_CLASSES
+from ..data.captions import mnist_label_words
 from .judge import Judge, load_judge
 from .metrics import attribute_accuracy, fid_report, prompt_accuracy
 from .sampling import sample_images
@@ -25,7 +26,6 @@ HELD_OUT_TEMPLATES = (
     "a handwritten {numeral}, {weight} strokes",
     "draw a {word}",
 )
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def text_to_image_prompts(per_digit: int = 100, seed: int = 0, held_out: bool = False) -> list[str]:
@@ -40,7 +40,7 @@ def text_to_image_prompts(per_digit: int = 100, seed: int = 0, held_out: bool = 
                 template = HELD_OUT_TEMPLATES[
                     int(torch.randint(len(HELD_OUT_TEMPLATES), (), generator=generator))
                 ]
-                prompts.append(template.format(word=DIGIT_WORDS[digit], numeral=digit, weight=weight))
+                prompts.append(template.format(word=mnist_label_words[digit], numeral=digit, weight=weight))
             else:
                 phrasing = int(torch.randint(NUM_PHRASINGS, (), generator=generator))
                 prompts.append(caption_for(digit, weight, slant, phrasing))

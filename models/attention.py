@@ -6,9 +6,8 @@ size 8). There, attention is bound by memory traffic, not arithmetic: the score 
 x 8 heads x 256 x 256) does not fit in cache, and PyTorch's CPU flash-attention kernel spends its time on tiny
 matrix blocks. `blockwise_attention` takes as many heads at once as keep their scores within `block_bytes`, runs
 them through `baddbmm` → `softmax` → `bmm`, and recomputes the probabilities in the backward pass instead of
-storing them. Measured on a 2-core AVX-512 CPU: forward + backward of that attention about 2x faster than
-`F.scaled_dot_product_attention` under bf16 (on par in fp32); a whole bf16 training step of that UNet through the
-Trainer 1.56 → 1.08 s (benchmarks/results/train_throughput.md).
+storing them. Under bf16 on a CPU that is faster than `F.scaled_dot_product_attention` (on par in fp32): see
+benchmarks/results/train_throughput.md.
 
 The arithmetic is that of diffusers' classic `AttnProcessor` (`baddbmm` → `softmax` → `bmm`, scores in the input
 dtype, the softmax accumulated in fp32), so under bf16 autocast the scores are rounded to bf16 where the flash
@@ -28,10 +27,8 @@ from torch import Tensor
 
 __all__ = ["BlockwiseAttnProcessor", "blockwise_attention", "use_blockwise_attention"]
 
-# Scores per block. For unet_small.json under bf16 (256 x 256 scores per head), a whole training step measured
-# 1.36 s/step with SDPA, and with blocks of 0.25 / 0.5 / 1 / 2 / 4 / 8 / 16 / 32 MiB: 1.21 / 1.10 / 1.05-1.10 /
-# 1.00-1.04 / 1.00-1.02 / 1.07-1.09 / 1.09-1.19 / 1.41-1.48 s/step: 4 MiB (32 heads) is the fastest, and larger
-# blocks lose the benefit as their scores spill out of cache.
+# Scores per block: the fastest of a sweep from 0.25 to 32 MiB (benchmarks/results/train_throughput.md, "Block
+# size"); larger blocks lose the benefit as their scores spill out of cache.
 DEFAULT_BLOCK_BYTES = 4 << 20
 
 

@@ -21,9 +21,11 @@ from latentzoo.pipelines.utils import (
     check_output_type,
     check_positive_int,
     default_sample_size,
+    init_noise_sigma,
     postprocess_images,
     prepare_extra_step_kwargs,
     prepare_noise,
+    scale_model_input,
 )
 
 
@@ -119,7 +121,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         """x_T: (B, in_channels, H, W) standard normal noise times the scheduler's `init_noise_sigma`."""
         height, width = default_sample_size(self.unet.config.sample_size)
         shape = (batch_size, self.unet.config.in_channels, height, width)
-        return prepare_noise(shape, generator, device, dtype, latents, self.scheduler.init_noise_sigma)
+        return prepare_noise(shape, generator, device, dtype, latents, init_noise_sigma(self.scheduler))
 
     @torch.no_grad()
     def __call__(
@@ -205,7 +207,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         for t in self.progress_bar(timesteps):
             # (2B, C, H, W) with guidance: one UNet call for the null-class and conditional batches
             model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
+            model_input = scale_model_input(self.scheduler, model_input, t)
             model_output = self.unet(model_input, t, class_labels=class_labels, return_dict=False)[0]
             if self.do_classifier_free_guidance:
                 model_output = apply_classifier_free_guidance(model_output, self.guidance_scale)

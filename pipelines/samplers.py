@@ -11,6 +11,8 @@ from diffusers import (
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FlowMatchHeunDiscreteScheduler,
     SchedulerMixin,
 )
 
@@ -28,8 +30,33 @@ SAMPLERS: dict[str, type[SchedulerMixin]] = {
 SAMPLER_SETTINGS: dict[str, dict] = {"ddim": {"clip_sample": False}}
 
 
+# A flow-matching model (trained with model.objective=flow_matching) predicts a velocity along x_t = (1 - t) x_0 + t ε;
+# these samplers integrate it. DPM-Solver++ does so with its flow sigmas and "flow_prediction".
+FLOW_SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict]] = {
+    "euler": (FlowMatchEulerDiscreteScheduler, {}),
+    "heun": (FlowMatchHeunDiscreteScheduler, {}),
+    "dpm++": (DPMSolverMultistepScheduler, {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}),
+}
+
+
+def is_flow_matching(scheduler_config) -> bool:
+    """Whether a scheduler config is a flow-matching one (a `shift`, no noise schedule)."""
+    return "shift" in scheduler_config and "beta_schedule" not in scheduler_config
+
+
 def make_sampler(name: str, scheduler_config) -> SchedulerMixin:
-    """The scheduler called `name` (one of SAMPLERS), configured like `scheduler_config` (plus SAMPLER_SETTINGS)."""
+    """The scheduler called `name`, configured like `scheduler_config`: one of SAMPLERS (plus SAMPLER_SETTINGS) for
+    a noise-schedule model, one of FLOW_SAMPLERS for a flow-matching one."""
+    if is_flow_matching(scheduler_config):
+        if name not in FLOW_SAMPLERS:
+            raise ValueError(
+                f"Sampler {name!r} does not integrate a flow-matching model's velocity; choose one of "
+                f"{sorted(FLOW_SAMPLERS)}."
+            )
+        scheduler_class, settings = FLOW_SAMPLERS[name]
+        if scheduler_class is DPMSolverMultistepScheduler:
+            settings = {**settings, "flow_shift": scheduler_config["shift"]}
+        return scheduler_class.from_config(scheduler_config, **settings)
     if name not in SAMPLERS:
         raise ValueError(f"Unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}.")
     return SAMPLERS[name].from_config(scheduler_config, **SAMPLER_SETTINGS.get(name, {}))

@@ -28,9 +28,11 @@ from latentzoo.pipelines.utils import (
     check_output_type,
     check_positive_int,
     default_sample_size,
+    init_noise_sigma,
     postprocess_images,
     prepare_extra_step_kwargs,
     prepare_noise,
+    scale_model_input,
 )
 
 logger = logging.get_logger(__name__)
@@ -293,7 +295,7 @@ class LatentTextToImagePipeline(DiffusionPipeline):
             height // self.vae_scale_factor,
             width // self.vae_scale_factor,
         )
-        return prepare_noise(shape, generator, device, dtype, latents, self.scheduler.init_noise_sigma)
+        return prepare_noise(shape, generator, device, dtype, latents, init_noise_sigma(self.scheduler))
 
     def decode_latents(self, latents: torch.Tensor, generator=None) -> torch.Tensor:
         """Undo the latent scaling, z = latents / scaling_factor + shift_factor, and decode: → (B, C, H, W) in [-1, 1]."""
@@ -465,7 +467,7 @@ class LatentTextToImagePipeline(DiffusionPipeline):
             for i, t in enumerate(timesteps):
                 # (2B, 4, h, w) with guidance: one UNet call for the unconditional and conditional batches
                 latent_model_input = torch.cat([latents] * 2) if self.do_classifier_free_guidance else latents
-                latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
+                latent_model_input = scale_model_input(self.scheduler, latent_model_input, t)
                 if prompt_channels is not None:
                     # the last rows are the conditional ones: right also after a callback turned guidance off
                     latent_model_input = torch.cat(

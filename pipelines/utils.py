@@ -172,6 +172,18 @@ def prepare_noise(
     return latents * init_noise_sigma
 
 
+def scale_model_input(scheduler: SchedulerMixin, sample: torch.Tensor, timestep) -> torch.Tensor:
+    """`scheduler.scale_model_input(sample, timestep)` where the scheduler has it (Euler-type σ scaling); flow-matching
+    schedulers have none and take the sample as it is."""
+    scale = getattr(scheduler, "scale_model_input", None)
+    return sample if scale is None else scale(sample, timestep)
+
+
+def init_noise_sigma(scheduler: SchedulerMixin) -> float:
+    """The standard deviation of x_T for `scheduler`: its `init_noise_sigma`, 1 for flow-matching schedulers."""
+    return getattr(scheduler, "init_noise_sigma", 1.0)
+
+
 def prepare_extra_step_kwargs(
     scheduler: SchedulerMixin, generator: GeneratorArgument, eta: float = 0.0
 ) -> dict[str, object]:

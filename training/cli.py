@@ -487,7 +487,7 @@ def _projector(args: argparse.Namespace) -> None:
 def _add_sampling_args(
     parser: argparse.ArgumentParser, per_digit_default: int | None = None, judge_options: bool = False
 ) -> None:
-    from ..pipelines.samplers import SAMPLERS
+    from ..pipelines.samplers import FLOW_SAMPLERS, SAMPLERS
 
     parser.add_argument(
         "--steps", type=positive_int, default=20, help="number of inference steps (default 20)"
@@ -496,7 +496,10 @@ def _add_sampling_args(
         "--guidance-scale", type=non_negative_float, default=3.0, help="classifier-free guidance (default 3)"
     )
     parser.add_argument(
-        "--sampler", choices=sorted(SAMPLERS), default="dpm++", help="default dpm++ (DPM-Solver++)"
+        "--sampler",
+        choices=sorted(set(SAMPLERS) | set(FLOW_SAMPLERS)),
+        default="dpm++",
+        help="default dpm++ (DPM-Solver++); flow-matching models take euler, heun or dpm++",
     )
     parser.add_argument("--seed", type=non_negative_int, default=0)
     if per_digit_default is not None or judge_options:
@@ -554,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "config", help="a YAML file or a preset name from latentzoo/configs, e.g. text2img-mnist"
     )
-    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seed=1 max_train_minutes=5")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seed=1 max_train_steps=500")
     train.set_defaults(func=_train)
 
     generate = commands.add_parser(

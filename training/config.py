@@ -2,14 +2,13 @@
 
 A config file has the trainer's keys at the top level and the task's own hyperparameters under ``model``::
 
-    task: ddpm
-    dataset: mnist
-    output_dir: outputs/ddpm-mnist
-    max_train_minutes: 15
+    base: ddpm-mnist-classes       # optional: a preset or file this one builds on
+    output_dir: outputs/my-ddpm
+    max_train_steps: 5000
     model:
       block_out_channels: [32, 64, 64]
 
-Command-line overrides use the same names, dotted for the task's keys: ``seed=1 model.prediction_type=v``.
+Command-line overrides use the same names, dotted for the task's keys: ``seed=1 model.prediction_type=epsilon``.
 Every key and value is checked before training starts: an unknown key or a value of the wrong type or outside
 its choices is a ``ValueError`` that names the valid keys or choices.
 """
@@ -122,8 +121,8 @@ class TrainingConfig:
     max_grad_norm: PositiveFloat | None = 1.0
     lr_scheduler: LRScheduler = "constant_with_warmup"
     lr_warmup_steps: NonNegativeInt = 0
-    # "bf16" runs autocast on CPU and GPU alike (on a 2-core AVX-512 CPU, about 1.1-1.2x faster alone and 1.6-1.8x
-    # with attention="blockwise"); "fp16" needs a GPU.
+    # "bf16" runs autocast on CPU and GPU alike (faster on CPUs with bf16 instructions, more so with
+    # attention="blockwise": benchmarks/results/train_throughput.md); "fp16" needs a GPU.
     mixed_precision: MixedPrecision = "no"
     # torch.compile through Accelerate's dynamo plugin; pays a compile cost at start.
     torch_compile: bool = False
@@ -131,9 +130,8 @@ class TrainingConfig:
     # (training/cpu_memory.py; measured in benchmarks/results/train_throughput.md). Process-wide; more resident memory.
     retain_cpu_memory: bool = False
     # Attention in the trained models' diffusers `Attention` layers: "sdpa" is diffusers' default processor;
-    # "blockwise" computes a block of heads at a time (latentzoo.models.attention), about 2x faster attention under bf16
-    # on CPU for the short sequences of small UNets (benchmarks/results/train_throughput.md). Saved models keep
-    # no trace of it.
+    # "blockwise" computes a block of heads at a time (latentzoo.models.attention), faster under bf16 on CPU for the
+    # short sequences of small UNets (benchmarks/results/train_throughput.md). Saved models keep no trace of it.
     attention: Literal["sdpa", "blockwise"] = "sdpa"
 
     # Exponential moving average of the weights (diffusers' EMAModel); validation and the saved pipeline use it.
@@ -290,13 +288,13 @@ def build_dataclass(cls: type, values: dict[str, Any], prefix: str = ""):
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """Turn ``["seed=1", "model.prediction_type=v"]`` into a nested dict; values are parsed as YAML."""
+    """Turn ``["seed=1", "model.prediction_type=epsilon"]`` into a nested dict; values are parsed as YAML."""
     parsed: dict[str, Any] = {}
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key:
             raise ValueError(
-                f"Override {override!r} must look like key=value (e.g. seed=1 or model.prediction_type=v)."
+                f"Override {override!r} must look like key=value (e.g. seed=1 or model.prediction_type=epsilon)."
             )
         value = yaml.safe_load(raw) if raw != "" else None
         node = parsed

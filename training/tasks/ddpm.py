@@ -18,7 +18,7 @@ from ...models.checks import cycle_class_labels
 from ...pipelines.pixel_diffusion import PixelDiffusionPipeline
 from ..config import NonNegativeInt, PositiveInt, UnitInterval, Widths
 from .base import TrainingTask, conditioning_classes
-from .diffusion import DiffusionConfig, DiffusionObjective
+from .diffusion import DiffusionConfig, make_objective
 
 
 @dataclass
@@ -84,7 +84,7 @@ class DDPMTask(TrainingTask):
                 "use square images and fewer `model.block_out_channels` levels (e.g. [32, 64] for 8x8 digits)."
             )
         self.unet = build_unet(config, channels, height, self.num_classes)
-        self.objective = DiffusionObjective(config)
+        self.objective = make_objective(config)
 
     def trainable_modules(self):
         return {"unet": self.unet}

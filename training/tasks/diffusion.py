@@ -1,14 +1,19 @@
-"""The diffusion training objective shared by every denoiser latentzoo trains (pixel DDPM, latent text-to-image).
+"""The training objectives of every denoiser latentzoo trains (pixel DDPM, latent text-to-image).
 
-A diffusion task's config subclasses :class:`DiffusionConfig` (the objective's fields, declared once) and its task
-holds one :class:`DiffusionObjective`, which owns everything between clean data and a scalar loss:
+A diffusion task's config subclasses :class:`DiffusionConfig` (the objectives' fields, declared once) and its task
+holds the objective ``make_objective(config)`` picks by ``model.objective``, which owns everything between clean
+data and a scalar loss:
 
     noised = objective.noise(x_0)                       # draws t and ε; x_t, t, the target and its weight
     loss = objective.loss(denoiser(noised.sample, noised.timesteps, ...), noised)
     pipeline = Pipeline(..., scheduler=objective.sampler())
 
 The task keeps only what is its own: what x_0 is (pixels or VAE latents) and how the denoiser is conditioned.
-A new objective (flow matching, say) is another class with the same three methods.
+
+- ``ddpm`` (:class:`DiffusionObjective`): x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε on a noise schedule, ε- or
+  v-prediction, optional min-SNR-γ weighting; sampled with DPM-Solver++.
+- ``flow_matching`` (:class:`FlowMatchingObjective`): the rectified flow x_t = (1 - t) x_0 + t ε, velocity target
+  ε - x_0, t uniform or logit-normal (SD3, arXiv:2403.03206); sampled with ``FlowMatchEulerDiscreteScheduler``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import compute_snr
 
 from ..config import NonNegativeFloat, PositiveFloat, PositiveInt
@@ -34,13 +39,22 @@ PredictionType = Literal["epsilon", "v_prediction"]
 
 @dataclass
 class DiffusionConfig(TaskConfig):
-    """The diffusion objective's hyperparameters: the base of every diffusion task's ``model:`` section."""
+    """The objectives' hyperparameters: the base of every diffusion task's ``model:`` section."""
 
-    noise_schedule: NoiseSchedule = "cosine"
+    # "ddpm": noise schedule + ε/v prediction; "flow_matching": rectified flow with a velocity target.
+    objective: Literal["ddpm", "flow_matching"] = "ddpm"
+    # Timesteps of training: t = timestep / num_train_timesteps for flow matching.
     num_train_timesteps: PositiveInt = 1000
+    # ddpm only.
+    noise_schedule: NoiseSchedule = "cosine"
     prediction_type: PredictionType = "v_prediction"
-    # Min-SNR-gamma loss weighting (Hang et al., arXiv:2303.09556): faster convergence; null for uniform weights.
+    # ddpm only. Min-SNR-gamma loss weighting (Hang et al., arXiv:2303.09556): faster convergence; null for uniform.
     snr_gamma: PositiveFloat | None = 5.0
+    # flow_matching only: how t is drawn. "logit_normal": sigmoid of N(mean, std), more weight on the middle of the
+    # path (SD3's choice); "uniform": U(0, 1).
+    timestep_sampling: Literal["uniform", "logit_normal"] = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: PositiveFloat = 1.0
     # Validation grid (and the default sampler settings written into the model card).
     validation_num_inference_steps: PositiveInt = 20
     validation_guidance_scale: NonNegativeFloat = 2.0
@@ -123,3 +137,47 @@ class DiffusionObjective:
     def sampler(self) -> DPMSolverMultistepScheduler:
         """The scheduler a trained pipeline is saved with: DPM-Solver++ on this noise schedule."""
         return DPMSolverMultistepScheduler.from_config(self.noise_scheduler.config)
+
+
+class FlowMatchingObjective:
+    """Rectified flow / conditional flow matching (Liu et al., arXiv:2209.03003; Lipman et al., arXiv:2210.02747).
+
+    x_t = (1 - t) x_0 + t ε runs in a straight line from the data (t = 0) to noise (t = 1); the denoiser predicts
+    the velocity dx_t/dt = ε - x_0 and is told the timestep t · num_train_timesteps, as diffusers' flow-matching
+    schedulers call it. Random draws come from torch's global generator: ε first, then t.
+    """
+
+    def __init__(self, config: DiffusionConfig):
+        self.num_train_timesteps = config.num_train_timesteps
+        self.timestep_sampling = config.timestep_sampling
+        self.logit_mean, self.logit_std = config.logit_mean, config.logit_std
+
+    def sample_t(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """t in (0, 1), one per sample: (B,)."""
+        if self.timestep_sampling == "uniform":
+            return torch.rand(batch_size, device=device)
+        return torch.sigmoid(torch.randn(batch_size, device=device) * self.logit_std + self.logit_mean)
+
+    def noise(self, x0: torch.Tensor) -> NoisedBatch:
+        noise = torch.randn_like(x0)
+        t = self.sample_t(x0.shape[0], x0.device)
+        t_ = t.view(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
+        sample = (1 - t_) * x0 + t_ * noise
+        return NoisedBatch(sample, t * self.num_train_timesteps, noise - x0, None)
+
+    def loss(self, model_output: torch.Tensor, noised: NoisedBatch) -> torch.Tensor:
+        return F.mse_loss(model_output.float(), noised.target.float())
+
+    def sampler(self) -> FlowMatchEulerDiscreteScheduler:
+        """Euler steps along the learned velocity field, from t = 1 to 0."""
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=self.num_train_timesteps, shift=1.0)
+
+
+def make_objective(
+    config: DiffusionConfig, clip_sample: bool = True
+) -> DiffusionObjective | FlowMatchingObjective:
+    """The objective `config.objective` names. `clip_sample` (ddpm only): whether samplers clip predicted x_0 to
+    [-1, 1] (pixels: yes; latents: no)."""
+    if config.objective == "flow_matching":
+        return FlowMatchingObjective(config)
+    return DiffusionObjective(config, clip_sample=clip_sample)

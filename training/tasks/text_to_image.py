@@ -20,7 +20,7 @@ from ...models.conditioning import PromptProjection
 from ...pipelines.text_to_image import LatentTextToImagePipeline
 from ..config import NonNegativeFloat, PositiveInt, UnitInterval, Widths
 from .base import Stage, TrainingTask
-from .diffusion import DiffusionConfig, DiffusionObjective
+from .diffusion import DiffusionConfig, make_objective
 from .text_tower import TextTowerConfig
 
 
@@ -231,7 +231,7 @@ class TextToImageTask(TrainingTask):
         )
         self.denoiser = _TextConditionedDenoiser(self.text_encoder, self.unet, self.prompt_projection)
         # Latents have unit variance, not a [-1, 1] range: never clip the predicted x_0.
-        self.objective = DiffusionObjective(config, clip_sample=False)
+        self.objective = make_objective(config, clip_sample=False)
 
         if config.validation_prompts is None:
             config.validation_prompts = tuple(first_captions(dataset, config.num_validation_prompts))
