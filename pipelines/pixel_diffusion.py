@@ -11,7 +11,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers import KarrasDiffusionSchedulers
 
-from latentzoo.models.checks import ClassLabels, check_class_labels
+from latentzoo.models.checks import ClassLabels, check_class_labels, check_number
 from latentzoo.pipelines.utils import (
     apply_classifier_free_guidance,
     check_eta,
@@ -42,13 +42,41 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         scheduler ([`SchedulerMixin`]):
             Any diffusers scheduler, e.g. `DDPMScheduler` (1,000 ancestral steps), `DDIMScheduler`,
             `DPMSolverMultistepScheduler` or `EulerDiscreteScheduler` built `from_config` of the trained one.
+        default_guidance_scale (`float`, *optional*):
+            The `guidance_scale` of a call with `class_labels` and no `guidance_scale`: the value the model was
+            validated with, saved in model_index.json. None (a folder saved without it): 1.0.
+        default_num_inference_steps (`int`, *optional*):
+            The `num_inference_steps` of a call without them, saved like `default_guidance_scale`. None: 50.
     """
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet: UNet2DModel, scheduler: KarrasDiffusionSchedulers):
+    # A call's values when neither it nor the saved config (folders saved before these keys existed) gives any.
+    fallback_guidance_scale = 1.0
+    fallback_num_inference_steps = 50
+
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        scheduler: KarrasDiffusionSchedulers,
+        default_guidance_scale: float | None = None,
+        default_num_inference_steps: int | None = None,
+    ):
         super().__init__()
+        if default_guidance_scale is not None:
+            default_guidance_scale = check_number(
+                default_guidance_scale, "default_guidance_scale", low=0, example=2.0
+            )
+        if default_num_inference_steps is not None:
+            default_num_inference_steps = check_number(
+                default_num_inference_steps, "default_num_inference_steps", low=1, integer=True, example=20
+            )
         self.register_modules(unet=unet, scheduler=scheduler)
+        # Not modules: saved in model_index.json and given back to __init__ by `from_pretrained`.
+        self.register_to_config(
+            default_guidance_scale=default_guidance_scale,
+            default_num_inference_steps=default_num_inference_steps,
+        )
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
 
     @property
@@ -57,6 +85,18 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         UNet's last class embedding, index `num_classes`) is not one of them: it is the guidance's "no label"."""
         num_class_embeds = self.unet.config.num_class_embeds
         return None if num_class_embeds is None else num_class_embeds - 1
+
+    @property
+    def default_guidance_scale(self) -> float:
+        """The `guidance_scale` of a call with class labels that gives none: the saved one, else 1.0."""
+        saved = self.config.get("default_guidance_scale")
+        return self.fallback_guidance_scale if saved is None else saved
+
+    @property
+    def default_num_inference_steps(self) -> int:
+        """The `num_inference_steps` of a call that gives none: the saved number, else 50."""
+        saved = self.config.get("default_num_inference_steps")
+        return self.fallback_num_inference_steps if saved is None else saved
 
     @property
     def guidance_scale(self) -> float:
@@ -128,8 +168,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         self,
         batch_size: int | None = None,
         class_labels: ClassLabels | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 1.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         eta: float = 0.0,
@@ -146,13 +186,15 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
                 One image per label, each an int in [0, num_classes - 1]; one int with `batch_size` gives that
                 class to every image. Floats are refused, not rounded.
-            num_inference_steps (`int`, *optional*, defaults to 50):
+            num_inference_steps (`int`, *optional*, defaults to `config.default_num_inference_steps`):
                 Denoising steps, at most the scheduler's `num_train_timesteps`: 10-20 suffice with
-                `DPMSolverMultistepScheduler`, DDPM's ancestral sampler wants all 1,000.
-            guidance_scale (`float`, *optional*, defaults to 1.0):
+                `DPMSolverMultistepScheduler`, DDPM's ancestral sampler wants all 1,000. Not given: the number the
+                model was validated with (saved with it), or 50 for a folder saved without one.
+            guidance_scale (`float`, *optional*, defaults to `config.default_guidance_scale`):
                 Classifier-free guidance `uncond + s * (cond - uncond)` (arXiv:2207.12598, eq. (6)), the null class
                 being "uncond"; a finite number >= 0. With `guidance_scale <= 1` the UNet runs on the conditional
-                batch only.
+                batch only. Not given: with `class_labels`, the scale the model was validated with (saved with
+                it; 1.0 for a folder saved without one); without them 1.0 (unconditional samples).
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 Source of all randomness. A list gives one generator per image, so a batch reproduces the images
                 generated one by one.
@@ -175,10 +217,20 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             >>> from latentzoo.pipelines import PixelDiffusionPipeline
 
             >>> pipe = PixelDiffusionPipeline.from_pretrained("outputs/ddpm-mnist-classes")
+            >>> # the guidance scale and steps it was validated with (pipe.config.default_guidance_scale, ...)
+            >>> images = pipe(class_labels=[3, 7], generator=torch.Generator().manual_seed(0)).images
             >>> pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
             >>> images = pipe(class_labels=[3, 7], num_inference_steps=20, guidance_scale=2.0,
             ...               generator=torch.Generator().manual_seed(0)).images
         """
+        # 0. Values not given: the saved ones the model was validated with (guidance only towards class labels)
+        if num_inference_steps is None:
+            num_inference_steps = self.default_num_inference_steps
+        if guidance_scale is None:
+            guidance_scale = (
+                self.fallback_guidance_scale if class_labels is None else self.default_guidance_scale
+            )
+
         # 1. Check inputs
         self.check_inputs(batch_size, class_labels, guidance_scale, num_inference_steps, output_type, eta)
         self._guidance_scale = guidance_scale

@@ -16,6 +16,7 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import logging
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from latentzoo.models.checks import check_number
 from latentzoo.models.conditioning import PromptProjection
 from latentzoo.pipelines.utils import (
     apply_classifier_free_guidance,
@@ -58,11 +59,20 @@ class LatentTextToImagePipeline(DiffusionPipeline):
         prompt_projection ([`~latentzoo.models.conditioning.PromptProjection`], *optional*):
             If given, the projected pooled prompt embedding is broadcast to (B, C, h, w) and concatenated to the
             latents as extra UNet input channels (`unet.config.in_channels == latent_channels + C`).
+        default_guidance_scale (`float`, *optional*):
+            The `guidance_scale` of a call without one: the value the model was validated with, saved in
+            model_index.json. None (a folder saved without it): Stable Diffusion's 7.5.
+        default_num_inference_steps (`int`, *optional*):
+            The `num_inference_steps` of a call without them, saved like `default_guidance_scale`. None: 50.
     """
 
     model_cpu_offload_seq = "text_encoder->prompt_projection->unet->vae"
     _optional_components = ["prompt_projection"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    # A call's values when neither it nor the saved config (folders saved before these keys existed) gives any.
+    fallback_guidance_scale = 7.5
+    fallback_num_inference_steps = 50
 
     def __init__(
         self,
@@ -72,8 +82,18 @@ class LatentTextToImagePipeline(DiffusionPipeline):
         unet: UNet2DConditionModel,
         scheduler: KarrasDiffusionSchedulers,
         prompt_projection: PromptProjection | None = None,
+        default_guidance_scale: float | None = None,
+        default_num_inference_steps: int | None = None,
     ):
         super().__init__()
+        if default_guidance_scale is not None:
+            default_guidance_scale = check_number(
+                default_guidance_scale, "default_guidance_scale", low=0, example=3.0
+            )
+        if default_num_inference_steps is not None:
+            default_num_inference_steps = check_number(
+                default_num_inference_steps, "default_num_inference_steps", low=1, integer=True, example=20
+            )
         self.register_modules(
             vae=vae,
             text_encoder=text_encoder,
@@ -82,6 +102,11 @@ class LatentTextToImagePipeline(DiffusionPipeline):
             scheduler=scheduler,
             prompt_projection=prompt_projection,
         )
+        # Not modules: saved in model_index.json and given back to __init__ by `from_pretrained`.
+        self.register_to_config(
+            default_guidance_scale=default_guidance_scale,
+            default_num_inference_steps=default_num_inference_steps,
+        )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
@@ -89,6 +114,18 @@ class LatentTextToImagePipeline(DiffusionPipeline):
     def num_classes(self) -> None:
         """None: conditioned on prompts, never on class labels (every latentzoo pipeline answers `num_classes`)."""
         return None
+
+    @property
+    def default_guidance_scale(self) -> float:
+        """The `guidance_scale` of a call that gives none: the saved one, else 7.5."""
+        saved = self.config.get("default_guidance_scale")
+        return self.fallback_guidance_scale if saved is None else saved
+
+    @property
+    def default_num_inference_steps(self) -> int:
+        """The `num_inference_steps` of a call that gives none: the saved number, else 50."""
+        saved = self.config.get("default_num_inference_steps")
+        return self.fallback_num_inference_steps if saved is None else saved
 
     # Read at every step, so a `callback_on_step_end` may switch guidance off mid-way (e.g. diffusers'
     # `SDCFGCutoffCallback`, which sets `pipe._guidance_scale = 0.0` and keeps the conditional embeddings).
@@ -310,8 +347,8 @@ class LatentTextToImagePipeline(DiffusionPipeline):
         self,
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         num_images_per_prompt: int = 1,
         height: int | None = None,
         width: int | None = None,
@@ -338,15 +375,15 @@ class LatentTextToImagePipeline(DiffusionPipeline):
             negative_prompt (`str` or `list[str]`, *optional*):
                 What to guide away from; one str for all prompts or one per prompt. Defaults to the empty
                 prompt. Ignored when `guidance_scale <= 1`.
-            num_inference_steps (`int`, *optional*, defaults to 50):
+            num_inference_steps (`int`, *optional*, defaults to `config.default_num_inference_steps`):
                 Denoising steps, at most the scheduler's `num_train_timesteps`; ~20 suffice with
-                `DPMSolverMultistepScheduler`, DDPM needs its full 1000.
-            guidance_scale (`float`, *optional*, defaults to 7.5):
+                `DPMSolverMultistepScheduler`, DDPM needs its full 1000. Not given: the number the model was
+                validated with (saved with it, stated in its model card), or 50 for a folder saved without one.
+            guidance_scale (`float`, *optional*, defaults to `config.default_guidance_scale`):
                 Classifier-free guidance weight (`uncond + s * (cond - uncond)`, arXiv:2207.12598), a finite
                 number >= 0. With `guidance_scale <= 1` the UNet runs on the conditional batch only (half the
-                compute). 7.5 is
-                Stable Diffusion's default; small models trained from scratch often do better around 2-4: use
-                the value stated in the model card.
+                compute). Not given: the scale the model was validated with (saved with it, stated in its model
+                card), or Stable Diffusion's 7.5 for a folder saved without one.
             num_images_per_prompt (`int`, *optional*, defaults to 1):
                 Images generated for each prompt.
             height, width (`int`, *optional*, default to `unet.config.sample_size * vae_scale_factor`):
@@ -390,7 +427,11 @@ class LatentTextToImagePipeline(DiffusionPipeline):
             >>> generator = torch.Generator().manual_seed(0)
             >>> image = pipe("a bold seven, slanted right", num_inference_steps=20, generator=generator).images[0]
         """
-        # 0. Default height and width to the UNet's sample size
+        # 0. Values not given: the saved ones the model was validated with; height and width: the UNet's sample size
+        if num_inference_steps is None:
+            num_inference_steps = self.default_num_inference_steps
+        if guidance_scale is None:
+            guidance_scale = self.default_guidance_scale
         if height is None or width is None:
             default_height, default_width = default_sample_size(
                 self.unet.config.sample_size, self.vae_scale_factor

@@ -1,4 +1,7 @@
-"""The ``latentzoo`` command line: quickstart, train, generate, evaluate, push.
+"""The ``latentzoo`` command line: quickstart, train, generate, evaluate, push, projector, forward-process.
+
+``generate`` samples a grid from a saved pipeline of any family (a prompt for text-to-image, class labels or nothing
+for the others), with the guidance scale and steps the model was validated with unless told otherwise.
 
 A user mistake (a ValueError, TypeError, missing file or folder, an unavailable Hub dataset, or the Hub out of
 reach: offline mode, no network, not logged in) in any command is one line ``error: ...`` on stderr and exit
@@ -11,6 +14,7 @@ exit status 128 + the signal number (143, 130).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import math
@@ -136,6 +140,36 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse `type=`: a finite float > 0 (truncation thresholds); refuses nan and inf."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def class_label_list(text: str) -> list[int]:
+    """argparse `type=`: one class label or a comma-separated list of them, each an int >= 0 ("3", "3,7")."""
+    try:
+        labels = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 0 or a list such as 3,7, got {text}"
+        ) from None
+    if any(label < 0 for label in labels):
+        raise argparse.ArgumentTypeError(f"class labels are integers >= 0, got {text}")
+    return labels
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("latentzoo")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def image_file(text: str) -> str:
     """argparse `type=`: a path whose extension PIL can write (.png, .jpg, .webp, ...)."""
     from PIL import Image
@@ -194,24 +228,110 @@ def _generate_grid(
     return make_image_grid(images, nrow=per_prompt)
 
 
-def _check_generates_from_prompts(model_dir: str) -> None:
-    """Raise unless `model_dir` holds a pipeline that takes a prompt: what `generate` samples."""
-    import inspect
+# `generate`'s options that only some pipelines take: option → the `__call__` parameter it sets.
+GENERATE_OPTIONS = {
+    "negative_prompt": "negative_prompt",
+    "class_label": "class_labels",
+    "steps": "num_inference_steps",
+    "guidance_scale": "guidance_scale",
+    "truncation": "truncation",
+}
 
+
+def _what_it_takes(kind: type, parameters) -> str:
+    """What `generate` gives a pipeline class: "no prompt; options --class-label K (class-conditional models), ..."."""
+    options = [
+        "--class-label K (class-conditional models)"
+        if option == "class_label"
+        else "--" + option.replace("_", "-")
+        for option, name in GENERATE_OPTIONS.items()
+        if name in parameters
+    ]
+    if "scheduler" in inspect.signature(kind.__init__).parameters:
+        options.append("--sampler")
+    prompt = "a prompt" if "prompt" in parameters else "no prompt"
+    return f"{prompt}; options {', '.join(options)}" if options else f"{prompt} and no options"
+
+
+def _check_generate_arguments(args: argparse.Namespace) -> type:
+    """Raise unless the pipeline class in `args.model_dir` takes what the command line gives; that class.
+
+    Reads model_index.json only: every mistake is reported before any weights load.
+    """
     from ..pipelines.loading import pipeline_class
 
+    model_dir = args.model_dir
     if not Path(model_dir).is_dir():
         raise FileNotFoundError(
             f"{model_dir} does not exist: pass the folder a training run saved its pipeline in."
         )
     kind = pipeline_class(model_dir)
-    if "prompt" not in inspect.signature(kind.__call__).parameters:
+    parameters = inspect.signature(kind.__call__).parameters
+    takes = _what_it_takes(kind, parameters)
+    if "prompt" in parameters and args.prompt is None:
         raise ValueError(
-            f"{model_dir} holds a {kind.__name__}, which takes no prompt; `latentzoo generate` samples text-to-image "
-            f"pipelines. Score this one with `latentzoo evaluate {model_dir}`, or sample it in Python: "
-            f"{kind.__name__}.from_pretrained({str(model_dir)!r})(batch_size=16).images (with class_labels=[...] "
-            "for a class-conditional model)."
+            f"{model_dir} holds a {kind.__name__}, which needs a prompt: latentzoo generate {model_dir} "
+            f'"a thin 3" -n 16 (it takes {takes}).'
         )
+    if "prompt" not in parameters and args.prompt is not None:
+        raise ValueError(
+            f"{model_dir} holds a {kind.__name__}, which takes no prompt: drop {args.prompt!r} (it takes {takes}), "
+            f"e.g. latentzoo generate {model_dir} -n 16 -o grid.png; score it with `latentzoo evaluate {model_dir}`."
+        )
+    given = [option for option in GENERATE_OPTIONS if getattr(args, option) is not None]
+    if args.sampler is not None:
+        given.append("sampler")
+    refused = [
+        "--" + option.replace("_", "-")
+        for option in given
+        if (option == "sampler" and "scheduler" not in inspect.signature(kind.__init__).parameters)
+        or (option != "sampler" and GENERATE_OPTIONS[option] not in parameters)
+    ]
+    if refused:
+        raise ValueError(
+            f"{model_dir} holds a {kind.__name__}, which takes no {', '.join(refused)}: it takes {takes}."
+        )
+    return kind
+
+
+def _class_labels(
+    pipeline, given: list[list[int]] | None, num_images: int, model_dir: str
+) -> list[int] | None:
+    """One label per image: the given ones, cycled over the images; all classes cycled when none are given; None
+    for an unconditional pipeline (an error if labels were given)."""
+    from ..models.checks import cycle_class_labels
+
+    labels = [label for labels in given or [] for label in labels]
+    if pipeline.num_classes is None:
+        if labels:
+            raise ValueError(
+                f"{model_dir} holds an unconditional {type(pipeline).__name__}, which takes no --class-label: "
+                "drop it."
+            )
+        return None
+    if not labels:
+        return cycle_class_labels(num_images, pipeline.num_classes)
+    bad = [label for label in labels if not 0 <= label < pipeline.num_classes]
+    if bad:
+        raise ValueError(
+            f"--class-label {bad[0]}: {model_dir} holds a {type(pipeline).__name__} of {pipeline.num_classes} "
+            f"classes; pass labels from 0 to {pipeline.num_classes - 1}."
+        )
+    return [labels[i % len(labels)] for i in range(num_images)]
+
+
+def _describe_settings(pipeline, call_kwargs: dict, class_labels: list[int] | None) -> str:
+    """The settings a diffusion pipeline samples with, given or saved: "20 DPMSolverMultistepScheduler steps, ..."."""
+    if not hasattr(pipeline, "default_num_inference_steps"):
+        truncation = call_kwargs.get("truncation")
+        return "" if truncation is None else f" (truncation {truncation})"
+    steps = call_kwargs.get("num_inference_steps", pipeline.default_num_inference_steps)
+    guidance = call_kwargs.get("guidance_scale")
+    if guidance is None:
+        # A pixel-diffusion pipeline guides towards class labels only; without them it samples unguided.
+        takes_prompt = "prompt" in inspect.signature(type(pipeline).__call__).parameters
+        guidance = pipeline.default_guidance_scale if takes_prompt or class_labels is not None else 1.0
+    return f" ({steps} {type(pipeline.scheduler).__name__} steps, guidance scale {guidance})"
 
 
 def _make_parent(path: str) -> None:
@@ -223,16 +343,37 @@ def _make_parent(path: str) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    # Every check before the weights load and the sampling starts.
-    _check_generates_from_prompts(args.model_dir)
+    from ..evaluation.images import make_image_grid
+    from ..evaluation.sampling import sample_images
+
+    # Every check that needs no weights before they load and the sampling starts.
+    _check_generate_arguments(args)
     _make_parent(args.output)
     pipeline = _load_pipeline(args.model_dir, args.sampler)
-    extra = {"negative_prompt": args.negative_prompt} if args.negative_prompt else {}
-    grid = _generate_grid(
-        pipeline, [args.prompt], args.num_images, args.steps, args.guidance_scale, args.seed, **extra
-    )
-    grid.save(args.output)
-    print(f"Wrote {args.num_images} images for {args.prompt!r} to {args.output}")
+    n = args.num_images
+    # Options not given are not passed: the pipeline's saved defaults (what the model was validated with) apply.
+    call_kwargs = {
+        GENERATE_OPTIONS[option]: getattr(args, option)
+        for option in ("negative_prompt", "steps", "guidance_scale", "truncation")
+        if getattr(args, option) is not None
+    }
+    if args.prompt is not None:
+        class_labels, nrow, what = None, n, f"for {args.prompt!r}"
+        images = sample_images(pipeline, n, args.seed, prompt=[args.prompt] * n, **call_kwargs)
+    else:
+        class_labels = _class_labels(pipeline, args.class_label, n, args.model_dir)
+        if class_labels is None:
+            nrow, what = None, "(unconditional)"
+        else:
+            # Cycled classes: one column per class; given labels: a square-ish grid.
+            nrow = min(n, pipeline.num_classes) if args.class_label is None else None
+            shown = class_labels if len(class_labels) <= 10 else [*class_labels[:10], "..."]
+            what = "of classes " + ", ".join(map(str, shown))
+        images = sample_images(pipeline, n, args.seed, class_labels=class_labels, **call_kwargs)
+    # sample_images returns [-1, 1]; the grid takes [0, 1].
+    make_image_grid((images + 1) / 2, nrow=nrow).save(args.output)
+    settings = _describe_settings(pipeline, call_kwargs, class_labels)
+    print(f"Wrote {n} images {what}{settings} to {args.output}")
 
 
 # The MNIST judge protocol of text-to-image models: its options and their defaults.
@@ -485,21 +626,41 @@ def _projector(args: argparse.Namespace) -> None:
 
 
 def _add_sampling_args(
-    parser: argparse.ArgumentParser, per_digit_default: int | None = None, judge_options: bool = False
+    parser: argparse.ArgumentParser,
+    per_digit_default: int | None = None,
+    judge_options: bool = False,
+    saved_defaults: bool = False,
 ) -> None:
+    """--steps, --guidance-scale, --sampler, --seed (and the judge protocol's options). `saved_defaults`: the first
+    three default to None, "what the pipeline was saved with" (`generate`)."""
     from ..pipelines.samplers import FLOW_SAMPLERS, SAMPLERS
 
+    saved = "default: the value the model was validated with, saved with it"
     parser.add_argument(
-        "--steps", type=positive_int, default=20, help="number of inference steps (default 20)"
+        "--steps",
+        type=positive_int,
+        default=None if saved_defaults else 20,
+        help=f"diffusion: number of inference steps ({saved if saved_defaults else 'default 20'})",
     )
     parser.add_argument(
-        "--guidance-scale", type=non_negative_float, default=3.0, help="classifier-free guidance (default 3)"
+        "--guidance-scale",
+        type=non_negative_float,
+        default=None if saved_defaults else 3.0,
+        help=f"diffusion: classifier-free guidance ({saved if saved_defaults else 'default 3'})",
     )
     parser.add_argument(
         "--sampler",
         choices=sorted(set(SAMPLERS) | set(FLOW_SAMPLERS)),
-        default="dpm++",
-        help="default dpm++ (DPM-Solver++); flow-matching models take euler, heun or dpm++",
+        default=None if saved_defaults else "dpm++",
+        help=(
+            "diffusion: "
+            + (
+                "default: the scheduler saved with the model"
+                if saved_defaults
+                else "default dpm++ (DPM-Solver++)"
+            )
+            + "; flow-matching models take euler, heun or dpm++"
+        ),
     )
     parser.add_argument("--seed", type=non_negative_int, default=0)
     if per_digit_default is not None or judge_options:
@@ -532,7 +693,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="show the traceback of an error instead of one line",
     )
-    parser = argparse.ArgumentParser(prog="latentzoo", description=__doc__, parents=[debug])
+    parser = argparse.ArgumentParser(
+        prog="latentzoo",
+        description=__doc__,
+        parents=[debug],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     quickstart = commands.add_parser(
@@ -561,16 +728,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     generate = commands.add_parser(
-        "generate", parents=[debug], help="sample a grid of images for a prompt from a saved pipeline"
+        "generate",
+        parents=[debug],
+        help="sample a grid of images from a saved pipeline of any family",
+        description=(
+            "Sample a grid from a saved pipeline: for a prompt (text-to-image), for class labels (class-conditional "
+            "models; all classes in turn when none are given) or unconditionally. Diffusion models sample with the "
+            "guidance scale, steps and scheduler they were validated with unless told otherwise; image i is drawn "
+            "with generator seed SEED + i."
+        ),
     )
-    generate.add_argument("model_dir")
-    generate.add_argument("prompt")
-    generate.add_argument("-n", "--num-images", type=positive_int, default=16)
+    generate.add_argument(
+        "model_dir", help="a folder a training run (or save_pretrained) saved a pipeline in"
+    )
+    generate.add_argument(
+        "prompt", nargs="?", help="what to draw: required for text-to-image, refused by every other family"
+    )
+    generate.add_argument(
+        "-n", "--num-images", type=positive_int, default=16, help="number of images (default 16)"
+    )
     generate.add_argument(
         "-o", "--output", type=image_file, default="grid.png", help="its folder is created (default grid.png)"
     )
-    generate.add_argument("--negative-prompt")
-    _add_sampling_args(generate)
+    generate.add_argument("--negative-prompt", help="text-to-image: what to guide away from")
+    generate.add_argument(
+        "--class-label",
+        type=class_label_list,
+        action="append",
+        metavar="K",
+        help="class-conditional models: a class, repeatable or a list (3,7), cycled over the images "
+        "(default: all classes in turn)",
+    )
+    generate.add_argument(
+        "--truncation",
+        type=positive_float,
+        metavar="T",
+        help="GAN: redraw latent entries beyond +-T (the truncation trick; default none)",
+    )
+    _add_sampling_args(generate, saved_defaults=True)
     generate.set_defaults(func=_generate)
 
     evaluate = commands.add_parser(
@@ -585,7 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Writes MODEL_DIR/metrics.json and updates the model card."
         ),
     )
-    evaluate.add_argument("model_dir")
+    evaluate.add_argument(
+        "model_dir", help="the output_dir of a training run, or a folder save_pretrained wrote"
+    )
     evaluate.add_argument(
         "--dataset",
         help="default: the run's training_config.yaml; an imagefolder run needs --dataset imagefolder:PATH",
@@ -608,8 +805,8 @@ def build_parser() -> argparse.ArgumentParser:
     push = commands.add_parser(
         "push", parents=[debug], help="upload a saved folder with its model card to the Hugging Face Hub"
     )
-    push.add_argument("model_dir")
-    push.add_argument("repo_id")
+    push.add_argument("model_dir", help="the output_dir of a training run, or a folder save_pretrained wrote")
+    push.add_argument("repo_id", help="the Hub repository to create or update, e.g. you/text2img-mnist")
     push.add_argument("--private", action="store_true")
     push.add_argument("--commit-message", default="Upload latentzoo model")
     push.set_defaults(func=_push)

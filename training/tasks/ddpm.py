@@ -103,7 +103,15 @@ class DDPMTask(TrainingTask):
         return {"loss": self.objective.loss(model_output, noised)}
 
     def make_pipeline(self, modules):
-        return PixelDiffusionPipeline(unet=modules["unet"], scheduler=self.objective.sampler())
+        # A call without guidance or steps samples as validation did (saved in model_index.json); an
+        # unconditional model has nothing to guide towards.
+        guidance = self.config.validation_guidance_scale if self.num_classes is not None else None
+        return PixelDiffusionPipeline(
+            unet=modules["unet"],
+            scheduler=self.objective.sampler(),
+            default_guidance_scale=guidance,
+            default_num_inference_steps=self.config.validation_num_inference_steps,
+        )
 
     def validation_images(self, pipeline, num_images, generator):
         pipeline.set_progress_bar_config(disable=True)

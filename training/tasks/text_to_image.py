@@ -276,6 +276,9 @@ class TextToImageTask(TrainingTask):
             unet=denoiser.unet,
             scheduler=self.objective.sampler(),
             prompt_projection=denoiser.prompt_projection,
+            # A call without guidance or steps samples as validation did (saved in model_index.json).
+            default_guidance_scale=self.config.validation_guidance_scale,
+            default_num_inference_steps=self.config.validation_num_inference_steps,
         )
 
     def validation_images(self, pipeline, num_images, generator):
