@@ -737,11 +737,11 @@ class Trainer:
             disable=not accelerator.is_local_main_process,
             dynamic_ncols=True,
         )
-        multiple_optimizers = len(self.optimizers) > 1
         run_start = time.perf_counter()
         window_start, window_steps = time.perf_counter(), 0
-        loss_sums: dict[str, torch.Tensor] = {}
-        step_losses: dict[str, torch.Tensor] = {}  # summed over this step's micro-batches
+        loss_sums: dict[str, torch.Tensor] = {}  # over the logging window, for the log
+        # Over this step's micro-batches, for the divergence check.
+        self._step_losses: dict[str, torch.Tensor] = {}
         budget_seconds = cfg.max_train_minutes * 60 if cfg.max_train_minutes is not None else math.inf
 
         def finished() -> bool:
@@ -760,32 +760,9 @@ class Trainer:
                     resume_batches = 0
                 for batch in batches:
                     with accelerator.accumulate(*self.modules.values()):
-                        outputs = self.task.training_step(batch, self.modules, state.global_step)
-                        losses = {k: v for k, v in outputs.items() if not k.startswith(METRIC_PREFIX)}
-                        if set(losses) != set(self.optimizers):
-                            raise ValueError(
-                                f"{type(self.task).__name__}.training_step returned losses {sorted(losses)}; "
-                                f"expected one per optimizer: {sorted(self.optimizers)} (and, optionally, "
-                                f"'{METRIC_PREFIX}...' scalars to log)."
-                            )
-                        for name, loss in losses.items():
-                            step_losses[name] = step_losses.get(name, 0) + loss.detach().float()
-                        # Every backward pass before any step: all losses are gradients at the same parameters (a
-                        # GAN's G loss backpropagates through D's graph, which an in-place step of D would invalidate).
-                        for name in self.optimizers:
-                            # With several optimizers each loss reaches only its own parameters (a GAN's G loss must
-                            # not leave gradients in D).
-                            params = self.optimizer_params[name]
-                            accelerator.backward(losses[name], inputs=params if multiple_optimizers else None)
-                        if accelerator.sync_gradients:
-                            self._clip_and_check_gradients(step_losses)
-                            step_losses = {}
-                        for name, optimizer in self.optimizers.items():
-                            optimizer.step()  # a no-op between accumulation boundaries
-                            self.schedulers[name].step()
-                            optimizer.zero_grad(set_to_none=True)
-                        for name, value in outputs.items():
-                            loss_sums[name] = loss_sums.get(name, 0) + value.detach().float()
+                        outputs = self._micro_step(batch)
+                    for name, value in outputs.items():
+                        loss_sums[name] = loss_sums.get(name, 0) + value.detach().float()
                     if not accelerator.sync_gradients:
                         continue
 
@@ -798,28 +775,8 @@ class Trainer:
 
                     if state.global_step % cfg.logging_steps == 0 or finished():
                         seconds = time.perf_counter() - window_start
-                        logs = {
-                            (name if name.startswith(METRIC_PREFIX) else f"loss/{name}"): (
-                                total / (window_steps * cfg.gradient_accumulation_steps)
-                            ).item()
-                            for name, total in loss_sums.items()
-                        }
-                        logs.update({f"lr/{name}": s.get_last_lr()[0] for name, s in self.schedulers.items()})
-                        logs["images_per_second"] = window_steps * images_per_step / max(seconds, 1e-9)
-                        accelerator.log(logs, step=state.global_step)
-                        progress.set_postfix(
-                            {
-                                **{
-                                    k.split("/")[-1]: f"{v:.4f}"
-                                    for k, v in logs.items()
-                                    if k.startswith("loss/")
-                                },
-                                "img/s": f"{logs['images_per_second']:.1f}",
-                            }
-                        )
-                        loss_sums = {}
-                        window_steps = 0
-                        window_start = time.perf_counter()
+                        self._log_window(loss_sums, window_steps, seconds, images_per_step, progress)
+                        loss_sums, window_steps, window_start = {}, 0, time.perf_counter()
 
                     if cfg.checkpointing_steps and state.global_step % cfg.checkpointing_steps == 0:
                         state.elapsed_seconds += time.perf_counter() - run_start
@@ -848,6 +805,48 @@ class Trainer:
         finally:
             progress.close()  # ends its line, so what follows (an error) starts on its own
         state.elapsed_seconds += time.perf_counter() - run_start
+
+    def _micro_step(self, batch) -> dict[str, torch.Tensor]:
+        """One micro-batch, inside `accumulate`: the task's losses, each backpropagated into its own optimizer's
+        parameters; at an accumulation boundary the gradients are clipped and checked, then every optimizer and
+        schedule steps (between boundaries accelerate makes those steps no-ops). Returns the task's outputs."""
+        accelerator = self.accelerator
+        outputs = self.task.training_step(batch, self.modules, self.state.global_step)
+        losses = {k: v for k, v in outputs.items() if not k.startswith(METRIC_PREFIX)}
+        if set(losses) != set(self.optimizers):
+            raise ValueError(
+                f"{type(self.task).__name__}.training_step returned losses {sorted(losses)}; expected one per "
+                f"optimizer: {sorted(self.optimizers)} (and, optionally, '{METRIC_PREFIX}...' scalars to log)."
+            )
+        for name, loss in losses.items():
+            self._step_losses[name] = self._step_losses.get(name, 0) + loss.detach().float()
+        # Every backward pass before any step: all losses are gradients at the same parameters (a GAN's G loss
+        # backpropagates through D's graph, which an in-place step of D would invalidate). With several optimizers
+        # each loss reaches only its own parameters (a GAN's G loss must not leave gradients in D).
+        several = len(self.optimizers) > 1
+        for name in self.optimizers:
+            accelerator.backward(losses[name], inputs=self.optimizer_params[name] if several else None)
+        if accelerator.sync_gradients:
+            self._clip_and_check_gradients(self._step_losses)
+            self._step_losses = {}
+        for name, optimizer in self.optimizers.items():
+            optimizer.step()
+            self.schedulers[name].step()
+            optimizer.zero_grad(set_to_none=True)
+        return outputs
+
+    def _log_window(self, sums: dict, steps: int, seconds: float, images_per_step: int, progress):
+        """Log the window's mean losses and metrics, the learning rates and the throughput; show them in `progress`."""
+        per_batch = steps * self.config.gradient_accumulation_steps
+        logs = {
+            (name if name.startswith(METRIC_PREFIX) else f"loss/{name}"): (total / per_batch).item()
+            for name, total in sums.items()
+        }
+        logs.update({f"lr/{name}": s.get_last_lr()[0] for name, s in self.schedulers.items()})
+        logs["images_per_second"] = steps * images_per_step / max(seconds, 1e-9)
+        self.accelerator.log(logs, step=self.state.global_step)
+        shown = {k.split("/")[-1]: f"{v:.4f}" for k, v in logs.items() if k.startswith("loss/")}
+        progress.set_postfix({**shown, "img/s": f"{logs['images_per_second']:.1f}"})
 
     def save_pipeline(self):
         """Save the task's pipeline (EMA weights when on) with `save_pretrained` and its model card."""
