@@ -13,14 +13,10 @@ import time
 from types import SimpleNamespace
 
 import pytest
-import torch
-from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers import DPMSolverMultistepScheduler
 from huggingface_hub import constants, errors
-from transformers import CLIPTextConfig, CLIPTextModel
+from tiny_pipelines import gan_pipeline, text_to_image_pipeline
 
-from latentzoo.data.tokenizer import load_clip_tokenizer
-from latentzoo.models import Generator
-from latentzoo.pipelines import GANPipeline, LatentTextToImagePipeline
 from latentzoo.pipelines.loading import load_pipeline
 from latentzoo.training.cli import main
 
@@ -29,55 +25,15 @@ FAKE_TOKEN = "hf_fakeTokenThatMustNeverBeShown0123"
 
 @pytest.fixture(scope="module")
 def text_to_image_folder(tmp_path_factory):
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-        sample_size=16,
-    )
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        cross_attention_dim=16,
-        attention_head_dim=2,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-        )
-    )
     folder = tmp_path_factory.mktemp("cli") / "text2img"
-    LatentTextToImagePipeline(
-        vae=vae.eval(),
-        text_encoder=text_encoder.eval(),
-        tokenizer=load_clip_tokenizer(),
-        unet=unet.eval(),
-        scheduler=DPMSolverMultistepScheduler(algorithm_type="dpmsolver++"),
-    ).save_pretrained(folder)
+    text_to_image_pipeline(DPMSolverMultistepScheduler(), size=16, widths=(8, 16)).save_pretrained(folder)
     return folder
 
 
 @pytest.fixture(scope="module")
 def gan_folder(tmp_path_factory):
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("cli") / "gan"
-    GANPipeline(Generator(latent_dim=8, sample_size=8, block_out_channels=(16, 8)).eval()).save_pretrained(
-        folder
-    )
+    gan_pipeline(None, widths=(16, 8)).save_pretrained(folder)
     return folder
 
 

@@ -5,94 +5,14 @@ the one image grid (`evaluation.images.make_image_grid`) and the one seeded samp
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
+from tiny_pipelines import autoencoder_pipeline, gan_pipeline, pixel_pipeline, text_to_image_pipeline
 
-from latentzoo.data.tokenizer import load_clip_tokenizer
 from latentzoo.evaluation.images import make_image_grid
 from latentzoo.evaluation.projector import make_sprite
 from latentzoo.evaluation.sampling import sample_images
-from latentzoo.models import Autoencoder, GaussianPrior, Generator, MixtureDensityNetwork
-from latentzoo.models.contrastive import small_clip_text_model
 from latentzoo.pipelines import (
-    AutoencoderPipeline,
-    GANPipeline,
-    LatentTextToImagePipeline,
     PixelDiffusionPipeline,
 )
-
-
-def text_to_image_pipeline() -> LatentTextToImagePipeline:
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-        sample_size=8,
-    )
-    unet = UNet2DConditionModel(
-        sample_size=4,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        cross_attention_dim=16,
-        attention_head_dim=2,
-    )
-    pipe = LatentTextToImagePipeline(
-        vae=vae.eval(),
-        text_encoder=small_clip_text_model(16, 1, 2, 32, 77).eval(),
-        tokenizer=load_clip_tokenizer(),
-        unet=unet.eval(),
-        scheduler=DDIMScheduler(num_train_timesteps=1000),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def pixel_pipeline(num_class_embeds: int | None = 3) -> PixelDiffusionPipeline:
-    """`num_class_embeds=3`: 2 real classes plus the null class."""
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        num_class_embeds=num_class_embeds,
-    )
-    pipe = PixelDiffusionPipeline(unet=unet.eval(), scheduler=DDIMScheduler(num_train_timesteps=1000))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def gan_pipeline(num_classes: int | None = 3) -> GANPipeline:
-    torch.manual_seed(0)
-    return GANPipeline(
-        Generator(latent_dim=8, sample_size=8, block_out_channels=(8, 4), num_classes=num_classes).eval()
-    )
-
-
-def autoencoder_pipeline(prior: str | None = "mdn-classes") -> AutoencoderPipeline:
-    torch.manual_seed(0)
-    autoencoder = Autoencoder(sample_size=8, latent_dim=4, block_out_channels=(4, 8)).eval()
-    priors = {
-        None: lambda: None,
-        "gaussian": lambda: GaussianPrior.from_latents(torch.randn(64, 4)),
-        "mdn": lambda: MixtureDensityNetwork(4, num_components=2, hidden_dims=(8,)).eval(),
-        "mdn-classes": lambda: MixtureDensityNetwork(
-            4, num_components=2, num_classes=10, hidden_dims=(8,)
-        ).eval(),
-    }
-    return AutoencoderPipeline(autoencoder, priors[prior]())
 
 
 # ------------------------------------------------------------------------------------------------ num_classes
@@ -100,7 +20,7 @@ def autoencoder_pipeline(prior: str | None = "mdn-classes") -> AutoencoderPipeli
     "build, expected",
     [
         (text_to_image_pipeline, None),
-        (lambda: pixel_pipeline(3), 2),  # the null class is not one of them
+        (lambda: pixel_pipeline(2), 2),  # the null class is not one of them
         (lambda: pixel_pipeline(None), None),
         (lambda: gan_pipeline(3), 3),
         (lambda: gan_pipeline(None), None),

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import torch
 from diffusers import (
-    AutoencoderKL,
     DPMSolverMultistepScheduler,
-    UNet2DConditionModel,
-    UNet2DModel,
 )
 from PIL import Image
+from tiny_pipelines import (
+    autoencoder_pipeline,
+    gan_pipeline,
+    pixel_pipeline,
+    text_to_image_pipeline,
+    vae_pipeline,
+)
 
-from latentzoo.data.tokenizer import load_clip_tokenizer
-from latentzoo.models import Autoencoder, Generator, MixtureDensityNetwork, VariationalAutoencoder
-from latentzoo.models.contrastive import small_clip_text_model
 from latentzoo.pipelines import (
-    AutoencoderPipeline,
     GANPipeline,
     LatentTextToImagePipeline,
     PixelDiffusionPipeline,
@@ -27,79 +27,15 @@ from latentzoo.pipelines import (
 from latentzoo.pipelines.loading import load_pipeline
 from latentzoo.training.cli import build_parser, main
 
-SIZE = 8  # every family's images are 8x8
+SIZE = 8  # every family's images are 8x8 (tiny_pipelines)
 
 
 def text_to_image(**defaults) -> LatentTextToImagePipeline:
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-        sample_size=SIZE,
-    )
-    unet = UNet2DConditionModel(
-        sample_size=SIZE // 2,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        cross_attention_dim=16,
-        attention_head_dim=2,
-    )
-    return LatentTextToImagePipeline(
-        vae=vae.eval(),
-        text_encoder=small_clip_text_model(16, 1, 2, 32, 77).eval(),
-        tokenizer=load_clip_tokenizer(),
-        unet=unet.eval(),
-        scheduler=DPMSolverMultistepScheduler(num_train_timesteps=1000),
-        **defaults,
-    )
+    return text_to_image_pipeline(DPMSolverMultistepScheduler(num_train_timesteps=1000), **defaults)
 
 
 def pixel(num_classes: int | None = 3, **defaults) -> PixelDiffusionPipeline:
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=SIZE,
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        num_class_embeds=None if num_classes is None else num_classes + 1,
-    )
-    return PixelDiffusionPipeline(
-        unet=unet.eval(), scheduler=DPMSolverMultistepScheduler(num_train_timesteps=1000), **defaults
-    )
-
-
-def gan(num_classes: int | None = 3) -> GANPipeline:
-    torch.manual_seed(0)
-    return GANPipeline(
-        Generator(latent_dim=8, sample_size=SIZE, block_out_channels=(8, 4), num_classes=num_classes).eval()
-    )
-
-
-def autoencoder_mdn() -> AutoencoderPipeline:
-    torch.manual_seed(0)
-    autoencoder = Autoencoder(sample_size=SIZE, latent_dim=4, block_out_channels=(4, 8)).eval()
-    prior = MixtureDensityNetwork(4, num_components=2, num_classes=4, hidden_dims=(8,)).eval()
-    return AutoencoderPipeline(autoencoder, prior)
-
-
-def vae() -> AutoencoderPipeline:
-    torch.manual_seed(0)
-    return AutoencoderPipeline(
-        VariationalAutoencoder(sample_size=SIZE, latent_dim=4, block_out_channels=(4, 8)).eval()
-    )
+    return pixel_pipeline(num_classes, DPMSolverMultistepScheduler(num_train_timesteps=1000), **defaults)
 
 
 # What each family's folder holds: its builder and its number of real classes (None: unconditional).
@@ -107,10 +43,10 @@ FAMILIES = {
     "text2img": (lambda: text_to_image(default_guidance_scale=3.0, default_num_inference_steps=2), None),
     "ddpm-classes": (lambda: pixel(3, default_guidance_scale=2.0, default_num_inference_steps=2), 3),
     "ddpm": (lambda: pixel(None, default_num_inference_steps=2), None),
-    "gan-classes": (lambda: gan(3), 3),
-    "gan": (lambda: gan(None), None),
-    "ae-mdn-classes": (autoencoder_mdn, 4),
-    "vae": (vae, None),
+    "gan-classes": (lambda: gan_pipeline(3), 3),
+    "gan": (lambda: gan_pipeline(None), None),
+    "ae-mdn-classes": (lambda: autoencoder_pipeline("mdn-classes", num_classes=4), 4),
+    "vae": (vae_pipeline, None),
 }
 
 

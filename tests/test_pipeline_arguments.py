@@ -11,88 +11,13 @@ import re
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
+from tiny_pipelines import autoencoder_pipeline, gan_pipeline, pixel_pipeline, text_to_image_pipeline
 
-from latentzoo.data.tokenizer import load_clip_tokenizer
-from latentzoo.models import Autoencoder, Discriminator, Generator, MixtureDensityNetwork
+from latentzoo.models import Discriminator, Generator, MixtureDensityNetwork
 from latentzoo.models.checks import check_class_labels, check_number, cycle_class_labels
-from latentzoo.models.contrastive import small_clip_text_model
-from latentzoo.pipelines import (
-    AutoencoderPipeline,
-    GANPipeline,
-    LatentTextToImagePipeline,
-    PixelDiffusionPipeline,
-)
 from latentzoo.pipelines.utils import check_num_inference_steps, check_positive_int
 
 NAN, INF = math.nan, math.inf
-
-
-def text_to_image_pipeline() -> LatentTextToImagePipeline:
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-        sample_size=8,
-    )
-    unet = UNet2DConditionModel(
-        sample_size=4,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        cross_attention_dim=16,
-        attention_head_dim=2,
-    )
-    pipe = LatentTextToImagePipeline(
-        vae=vae.eval(),
-        text_encoder=small_clip_text_model(16, 1, 2, 32, 77).eval(),
-        tokenizer=load_clip_tokenizer(),
-        unet=unet.eval(),
-        scheduler=DDIMScheduler(num_train_timesteps=1000),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def pixel_pipeline() -> PixelDiffusionPipeline:
-    """Class-conditional: 2 classes plus the null class."""
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        num_class_embeds=3,
-    )
-    pipe = PixelDiffusionPipeline(unet=unet.eval(), scheduler=DDIMScheduler(num_train_timesteps=1000))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def gan_pipeline() -> GANPipeline:
-    torch.manual_seed(0)
-    return GANPipeline(
-        Generator(latent_dim=8, sample_size=8, block_out_channels=(8, 4), num_classes=3).eval()
-    )
-
-
-def autoencoder_pipeline() -> AutoencoderPipeline:
-    torch.manual_seed(0)
-    autoencoder = Autoencoder(sample_size=8, latent_dim=4, block_out_channels=(4, 8)).eval()
-    prior = MixtureDensityNetwork(4, num_components=2, num_classes=10, hidden_dims=(8,)).eval()
-    return AutoencoderPipeline(autoencoder, prior)
 
 
 # name → (builder, keyword arguments of a good call, its number of classes)
