@@ -211,8 +211,8 @@ class Trainer:
         self._make_accelerator()
         resume = self._resolve_resume()
         self._claim_output_dir(resume)
-        # Identical initialisation on every process; then per-process noise (DDP broadcasts rank 0's weights anyway).
-        set_seed(self.config.seed)
+        # Identical initialisation on every process (seeded in _new_task); then per-process noise (DDP broadcasts rank
+        # 0's weights anyway).
         self._build_task()
         set_seed(self.config.seed, device_specific=True)
         self.task.to(self.accelerator.device)
@@ -291,10 +291,15 @@ class Trainer:
             )
         self.accelerator.wait_for_everyone()
 
+    def _new_task(self) -> tuple:
+        """(training data, task) as this config builds them: with the same seed, the same initial weights."""
+        set_seed(self.config.seed)
+        dataset = load_dataset(self.config.dataset, split="train", **self.config.dataset_arguments())
+        return dataset, self.task_class(self.config.model, dataset)
+
     def _build_task(self):
         cfg = self.config
-        self.dataset = load_dataset(cfg.dataset, split="train", **cfg.dataset_arguments())
-        self.task = self.task_class(cfg.model, self.dataset)
+        self.dataset, self.task = self._new_task()
         if self.accelerator.is_main_process:
             # After the task is built: a task may fill defaults from the data (text2img's validation prompts).
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -507,9 +512,7 @@ class Trainer:
         problem = checkpoint_problem(path)
         if problem is not None:
             raise ValueError(f"{path} is not a complete checkpoint ({problem}).")
-        set_seed(self.config.seed)
-        dataset = load_dataset(self.config.dataset, split="train", **self.config.dataset_arguments())
-        task = self.task_class(self.config.model, dataset)
+        _, task = self._new_task()
         modules = task.trainable_modules()
         with torch.no_grad():
             for index, (name, module) in enumerate(modules.items()):
