@@ -29,6 +29,7 @@ from latentzoo.pipelines.utils import (
     check_output_type,
     check_positive_int,
     default_sample_size,
+    guidance_scale_embedding,
     init_noise_sigma,
     postprocess_images,
     prepare_extra_step_kwargs,
@@ -134,8 +135,14 @@ class LatentTextToImagePipeline(DiffusionPipeline):
         return self._guidance_scale
 
     @property
+    def guidance_is_embedded(self) -> bool:
+        """Whether the UNet was distilled to take the guidance scale as an input (`unet.config.time_cond_proj_dim`,
+        as latent consistency models do): one conditional UNet call per step gives the guided prediction."""
+        return self.unet.config.get("time_cond_proj_dim") is not None
+
+    @property
     def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1
+        return self._guidance_scale > 1 and not self.guidance_is_embedded
 
     def check_inputs(
         self,
@@ -174,6 +181,13 @@ class LatentTextToImagePipeline(DiffusionPipeline):
         ):
             raise TypeError(
                 f"`negative_prompt` must be a str or a list of str, got {type(negative_prompt).__name__}."
+            )
+
+        if self.guidance_is_embedded and (negative_prompt is not None or negative_prompt_embeds is not None):
+            raise ValueError(
+                "This UNet is guidance-distilled (it takes `guidance_scale` as an input and makes one conditional "
+                "call per step), so there is no unconditional pass for a negative prompt to replace: leave "
+                "`negative_prompt` and `negative_prompt_embeds` out."
             )
 
         batch_size = self._batch_size(prompt, prompt_embeds)
@@ -374,7 +388,7 @@ class LatentTextToImagePipeline(DiffusionPipeline):
                 Prompts longer than the tokenizer's `model_max_length` (77) tokens are truncated with a warning.
             negative_prompt (`str` or `list[str]`, *optional*):
                 What to guide away from; one str for all prompts or one per prompt. Defaults to the empty
-                prompt. Ignored when `guidance_scale <= 1`.
+                prompt. Ignored when `guidance_scale <= 1`; refused by a guidance-distilled UNet.
             num_inference_steps (`int`, *optional*, defaults to `config.default_num_inference_steps`):
                 Denoising steps, at most the scheduler's `num_train_timesteps`; ~20 suffice with
                 `DPMSolverMultistepScheduler`, DDPM needs its full 1000. Not given: the number the model was
@@ -382,7 +396,9 @@ class LatentTextToImagePipeline(DiffusionPipeline):
             guidance_scale (`float`, *optional*, defaults to `config.default_guidance_scale`):
                 Classifier-free guidance weight (`uncond + s * (cond - uncond)`, arXiv:2207.12598), a finite
                 number >= 0. With `guidance_scale <= 1` the UNet runs on the conditional batch only (half the
-                compute). Not given: the scale the model was validated with (saved with it, stated in its model
+                compute). A guidance-distilled UNet (`pipe.guidance_is_embedded`, e.g. a latent consistency
+                model) takes the scale as an input instead and always runs once per step, with no negative
+                prompt. Not given: the scale the model was validated with (saved with it, stated in its model
                 card), or Stable Diffusion's 7.5 for a folder saved without one.
             num_images_per_prompt (`int`, *optional*, defaults to 1):
                 Images generated for each prompt.
@@ -500,9 +516,16 @@ class LatentTextToImagePipeline(DiffusionPipeline):
                 pooled.to(self.prompt_projection.dtype), latent_height, latent_width
             ).to(latents.dtype)
 
+        # 7. A guidance-distilled UNet takes the guidance scale as an embedding added to its timestep's
+        timestep_cond = None
+        if self.guidance_is_embedded:
+            scales = torch.full((batch_size,), float(self.guidance_scale))
+            timestep_cond = guidance_scale_embedding(scales, self.unet.config.time_cond_proj_dim)
+            timestep_cond = timestep_cond.to(device=device, dtype=latents.dtype)
+
         step_kwargs = prepare_extra_step_kwargs(self.scheduler, generator, eta)
 
-        # 7. Denoising loop
+        # 8. Denoising loop
         self._num_timesteps = len(timesteps)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
@@ -516,7 +539,11 @@ class LatentTextToImagePipeline(DiffusionPipeline):
                     )
 
                 noise_pred = self.unet(
-                    latent_model_input, t, encoder_hidden_states=prompt_embeds, return_dict=False
+                    latent_model_input,
+                    t,
+                    encoder_hidden_states=prompt_embeds,
+                    timestep_cond=timestep_cond,
+                    return_dict=False,
                 )[0]
                 if self.do_classifier_free_guidance:
                     noise_pred = apply_classifier_free_guidance(noise_pred, self.guidance_scale)
@@ -540,7 +567,7 @@ class LatentTextToImagePipeline(DiffusionPipeline):
 
                 progress_bar.update()
 
-        # 8. Decode and post-process: (B, 4, h, w) → (B, C, H, W) in [-1, 1] → output_type
+        # 9. Decode and post-process: (B, 4, h, w) → (B, C, H, W) in [-1, 1] → output_type
         image = latents if output_type == "latent" else self.decode_latents(latents, generator)
         image = postprocess_images(image, output_type, self.image_processor)
 

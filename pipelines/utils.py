@@ -6,6 +6,7 @@ themselves (`check_number`, `check_class_labels`) live in `latentzoo.models.chec
 """
 
 import inspect
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -213,6 +214,30 @@ def apply_classifier_free_guidance(noise_pred: torch.Tensor, guidance_scale: flo
     """
     noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)
     return noise_pred_uncond + guidance_scale * (noise_pred_cond - noise_pred_uncond)
+
+
+def guidance_scale_embedding(guidance_scale: torch.Tensor, embedding_dim: int) -> torch.Tensor:
+    """The embedding of a guidance-distilled denoiser's guidance (Meng et al., arXiv:2210.03142; LCM).
+
+    A UNet built with `time_cond_proj_dim` takes it as `timestep_cond`. Same values as diffusers'
+    `LatentConsistencyModelPipeline.get_guidance_scale_embedding`, so plain diffusers samples such a model too.
+
+    Args:
+        guidance_scale (`torch.Tensor`): (B,) guidance scales s (1: the conditional model alone).
+        embedding_dim (`int`): the UNet's `time_cond_proj_dim`.
+
+    Returns:
+        `torch.Tensor`: (B, embedding_dim) float32 sinusoidal features of 1000 * (s - 1).
+    """
+    # written in diffusers' order of operations: the arguments reach thousands, where rounding would show
+    w = (guidance_scale.float() - 1) * 1000.0
+    half_dim = embedding_dim // 2
+    frequencies = torch.exp(
+        torch.arange(half_dim, dtype=torch.float32) * -(math.log(10000.0) / (half_dim - 1))
+    )
+    arguments = w[:, None] * frequencies.to(w.device)[None, :]
+    embedding = torch.cat([torch.sin(arguments), torch.cos(arguments)], dim=1)
+    return torch.nn.functional.pad(embedding, (0, embedding_dim % 2))
 
 
 def postprocess_images(

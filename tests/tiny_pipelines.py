@@ -22,10 +22,11 @@ from latentzoo.pipelines import (
 
 
 def text_to_image_pipeline(
-    scheduler=None, *, size: int = 8, widths=(4, 8), **defaults
+    scheduler=None, *, size: int = 8, widths=(4, 8), time_cond_proj_dim: int | None = None, **defaults
 ) -> LatentTextToImagePipeline:
-    """Grayscale `size`x`size` images, 4-channel latents at half the size, a cross-attention UNet; DDIM unless
-    `scheduler` is given; `defaults` are the pipeline's saved defaults (`default_guidance_scale`, ...)."""
+    """Grayscale `size`x`size` images, 4-channel latents at half the size, a cross-attention UNet (guidance-distilled
+    with a `time_cond_proj_dim`); DDIM unless `scheduler` is given; `defaults` are the pipeline's saved defaults
+    (`default_guidance_scale`, ...)."""
     torch.manual_seed(0)
     vae = AutoencoderKL(
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
@@ -47,6 +48,7 @@ def text_to_image_pipeline(
         norm_num_groups=4,
         cross_attention_dim=16,
         attention_head_dim=2,
+        time_cond_proj_dim=time_cond_proj_dim,
     )
     pipe = LatentTextToImagePipeline(
         vae=vae.eval(),
