@@ -1,14 +1,23 @@
 """Few-step generation: a guidance-distilled UNet in LatentTextToImagePipeline samples exactly as diffusers'
 LatentConsistencyModelPipeline, and latent consistency distillation trains, checkpoints and resumes."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
-from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+import yaml
+from diffusers import DDIMScheduler, LatentConsistencyModelPipeline, LCMScheduler
+from safetensors.torch import load_file
+from test_text_to_image_training import tiny_text2img_overrides
 from tiny_pipelines import text_to_image_pipeline
 
+from latentzoo.data import load_dataset
 from latentzoo.pipelines import LatentTextToImagePipeline
+from latentzoo.pipelines.loading import load_pipeline
 from latentzoo.pipelines.utils import guidance_scale_embedding
+from latentzoo.training import Trainer, list_checkpoints, load_config, train
+from latentzoo.training.tasks.consistency import ConsistencyDistillationTask
 
 # --- sampling a guidance-distilled UNet ---------------------------------------------------------------------
 
@@ -62,3 +71,152 @@ def test_saved_few_step_defaults_are_used(tmp_path):
     pipe("a five", output_type="np", callback_on_step_end=lambda p, i, t, kw: seen.append(int(t)) or kw)
     assert len(seen) == 2 and pipe.guidance_scale == 2.0
     assert isinstance(pipe.scheduler, LCMScheduler)
+
+
+# --- latent consistency distillation ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A tiny text2img teacher (its VAE stage, then the UNet with a jointly trained text encoder)."""
+    tmp_path = tmp_path_factory.mktemp("teacher")
+    return train(load_config(None, tiny_text2img_overrides(tmp_path)))
+
+
+def lcd_overrides(teacher, output_dir, *extra):
+    return [
+        "task=text2img_lcd",
+        "dataset=digits",
+        f"output_dir={output_dir}",
+        f"model.teacher={teacher}",
+        "model.teacher_config=null",
+        "train_batch_size=8",
+        "report_to=none",
+        "num_validation_images=4",
+        "model.validation_prompts=[a bold five, the digit 1]",
+        "model.guidance_embedding_dim=8",
+        *extra,
+    ]
+
+
+def test_the_student_starts_as_the_teacher_and_the_teacher_step_is_ddim(teacher, tmp_path):
+    config = load_config(None, lcd_overrides(teacher, tmp_path))
+    task = ConsistencyDistillationTask(config.model, load_dataset("digits", "train", image_size=8))
+    generator = torch.Generator().manual_seed(0)
+    noisy = torch.randn(3, 4, 4, 4, generator=generator)
+    start = torch.tensor([999, 519, 39])
+    text = task.text_encoder(task.tokenize(["a bold five", "the digit 1", ""]))[0]
+    scales = torch.tensor([1.0, 3.0, 5.0])
+    embedding = guidance_scale_embedding(scales, 8)
+    with torch.no_grad():
+        teacher_output = task.teacher_unet(noisy, start, encoder_hidden_states=text).sample
+        student_output = task.student(
+            noisy, start, encoder_hidden_states=text, timestep_cond=embedding
+        ).sample
+    assert torch.equal(student_output, teacher_output)  # the zero-initialised guidance input adds nothing yet
+
+    # With s = 1 (no guidance) the teacher's step is diffusers' DDIM step (η = 0) from t to t - T/N.
+    ddim = DDIMScheduler.from_config(task.scheduler.config)
+    ddim.set_timesteps(config.model.num_ddim_timesteps)
+    ones = torch.ones(3)
+    actual = task.teacher_step(noisy, start, start - 20, text, ones)
+    for i in range(3):
+        expected = ddim.step(teacher_output[i : i + 1], int(start[i]), noisy[i : i + 1], eta=0.0).prev_sample
+        assert torch.allclose(actual[i : i + 1], expected, atol=1e-5)
+    # guided: cond + (s - 1)(cond - uncond) moves the step away from the unconditional one
+    unconditional_text = task.text_encoder(task.tokenize([""] * 3))[0]
+    plain = task.teacher_step(noisy, start, start - 20, unconditional_text, ones)
+    guided = task.teacher_step(noisy, start, start - 20, text, scales)
+    # (s = 1 for the first image; the third's prompt is "" itself, so its guidance changes nothing)
+    assert torch.allclose(guided[0], actual[0]) and torch.allclose(guided[2], actual[2], atol=1e-5)
+    assert not torch.allclose(guided[1], actual[1], atol=1e-4)
+    assert not torch.allclose(plain, actual, atol=1e-4)
+    # boundary condition of the consistency function: f(z, 0) = z
+    zero = torch.zeros(3, dtype=torch.long)
+    assert torch.allclose(task._consistency(teacher_output, noisy, zero), noisy, atol=1e-6)
+
+
+def test_distillation_resumes_bit_identically_and_saves_a_few_step_pipeline(teacher, tmp_path):
+    common = ["max_train_steps=6", "checkpointing_steps=3", "model.validation_num_inference_steps=2"]
+    straight = train(load_config(None, lcd_overrides(teacher, tmp_path / "straight", *common)))
+
+    class DiesAtStep5(ConsistencyDistillationTask):
+        def training_step(self, batch, modules, step):
+            if step == 4:
+                raise KeyboardInterrupt("simulated kill")
+            return super().training_step(batch, modules, step)
+
+    resumed_dir = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(
+            load_config(None, lcd_overrides(teacher, resumed_dir, *common)), task_class=DiesAtStep5
+        ).train()
+    assert [p.name for p in list_checkpoints(resumed_dir / "checkpoints")] == ["checkpoint-3"]
+    Trainer(
+        load_config(None, lcd_overrides(teacher, resumed_dir, *common, "resume_from_checkpoint=latest"))
+    ).train()
+    a = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the target network moved with the student and was restored with the checkpoint
+    target = load_file(resumed_dir / "checkpoints" / "checkpoint-3" / "task_target.safetensors")
+    assert int(target["task_target.updated_at_step"]) == 2
+    initial = load_file(teacher / "unet" / "diffusion_pytorch_model.safetensors")
+    moved = [k for k in initial if not torch.equal(initial[k], target[f"task_target.unet.{k}"])]
+    assert moved
+
+    pipe = LatentTextToImagePipeline.from_pretrained(straight)
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.scheduler, LCMScheduler) and pipe.guidance_is_embedded
+    assert pipe.scheduler.config.original_inference_steps == 50
+    assert pipe.scheduler.config.prediction_type == load_pipeline(teacher).scheduler.config.prediction_type
+    assert (pipe.default_num_inference_steps, pipe.default_guidance_scale) == (2, 3.0)
+    images = pipe(
+        ["a bold five"] * 2, generator=[torch.Generator().manual_seed(i) for i in range(2)], output_type="np"
+    )
+    assert images.images.shape == (2, 8, 8, 1) and np.isfinite(images.images).all()
+    saved = yaml.safe_load((straight / "training_config.yaml").read_text())
+    assert saved["task"] == "text2img_lcd" and saved["model"]["teacher"] == str(teacher)
+
+
+def test_teacher_stage_trains_first_when_its_folder_is_empty(tmp_path):
+    teacher_dir = tmp_path / "teacher"
+    preset = tmp_path / "teacher.yaml"
+    overrides = dict(item.split("=", 1) for item in tiny_text2img_overrides(tmp_path))
+    model = {
+        k.removeprefix("model."): yaml.safe_load(v) for k, v in overrides.items() if k.startswith("model.")
+    }
+    values = {k: yaml.safe_load(v) for k, v in overrides.items() if not k.startswith("model.")}
+    preset.write_text(yaml.safe_dump({**values, "output_dir": str(teacher_dir), "model": model}))
+    config = load_config(
+        None,
+        [
+            *lcd_overrides(teacher_dir, tmp_path / "student", "max_train_steps=2"),
+            f"model.teacher_config={preset}",
+            "stages.teacher.max_train_steps=3",
+        ],
+    )
+    assert [stage.name for stage in ConsistencyDistillationTask.stages(config.model)] == ["teacher"]
+    train(config)
+    assert json.loads((teacher_dir / "train_state.json").read_text())["global_step"] == 3
+    assert json.loads((tmp_path / "student" / "train_state.json").read_text())["global_step"] == 2
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.guidance_scale_min=4", "guidance_scale_min"),
+        ("model.validation_guidance_scale=9", "validation_guidance_scale"),
+        ("model.num_ddim_timesteps=0", "num_ddim_timesteps"),
+        ("model.target_decay=1.5", "target_decay"),
+    ],
+)
+def test_bad_distillation_settings_are_refused_before_training(teacher, tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, lcd_overrides(teacher, tmp_path, "model.guidance_scale_max=3", override))
+
+
+def test_a_missing_teacher_is_named_with_the_fix(tmp_path):
+    config = load_config(None, lcd_overrides(tmp_path / "nothing", tmp_path / "out", "max_train_steps=1"))
+    with pytest.raises(ValueError, match=r"model.teacher.*holds no trained text-to-image pipeline"):
+        train(config)

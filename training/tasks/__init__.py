@@ -15,6 +15,7 @@ TASKS: dict[str, str] = {
     "gan": "gan:GANTask",
     "mdn_prior": "autoencoder:MixtureDensityPriorTask",
     "text2img": "text_to_image:TextToImageTask",
+    "text2img_lcd": "consistency:ConsistencyDistillationTask",
     "vae": "autoencoder:VariationalAutoencoderTask",
 }
 

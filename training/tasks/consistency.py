@@ -1,0 +1,314 @@
+"""Few-step text-to-image: latent consistency distillation (LCD) of a trained text-to-image model.
+
+Luo et al., "Latent Consistency Models" (arXiv:2310.04378), after Song et al.'s consistency distillation
+(arXiv:2303.01469). A student UNet f(z_t, t, w, prompt) learns to map every point of the teacher's guided
+probability-flow ODE trajectory to the same clean latent, so a 1-4 step sampler (diffusers' ``LCMScheduler``) can
+jump along it. Per batch of clean latents z_0:
+
+    n ~ U{0, ..., N - 1}, t = the n-th of the N solver timesteps, t' = t - T/N (≥ 0); s ~ U[s_min, s_max], w = s - 1
+    z_t       = q(z_t | z_0)                                       (fresh noise)
+    z_t'      = one DDIM step of the teacher from z_t to t', with the guided x_0 and ε  cond + w (cond - uncond)
+    loss      = d( f_student(z_t, t, s),  sg[f_target(z_t', t', s)] )     pseudo-Huber d
+    f(z, t)   = c_skip(t) z + c_out(t) x̂_0(z, t)                  (LCMScheduler's boundary scalings: f = x_0 at t = 0)
+
+The target network is an exponential moving average of the student (decay `target_decay`, updated before every
+optimizer step), checkpointed with the run. The student is the teacher's UNet with a guidance input
+(`time_cond_proj_dim`, its projection zero-initialised so that it starts as the teacher), so one conditional call
+per step samples at any guidance scale s in the trained range. The teacher's VAE, text encoder and tokenizer are
+frozen and saved unchanged; the pipeline is a ``LatentTextToImagePipeline`` with an ``LCMScheduler``:
+``pipe(prompt, num_inference_steps=4)`` samples as validation did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from diffusers import LCMScheduler, UNet2DConditionModel
+
+from ...pipelines.text_to_image import LatentTextToImagePipeline
+from ...pipelines.utils import guidance_scale_embedding
+from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, UnitInterval
+from .base import Stage, TaskConfig, TrainingTask
+from .text_to_image import LatentDataset, first_captions
+
+# What an LCMScheduler takes over from the teacher's scheduler: its noise schedule and what its UNet predicts.
+_SCHEDULE_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+    "rescale_betas_zero_snr",
+)
+
+
+@dataclass
+class ConsistencyDistillationConfig(TaskConfig):
+    # The trained LatentTextToImagePipeline to distil (folder or Hub id), cross-attention conditioned, trained with the
+    # ddpm objective. When the folder holds no model yet and `teacher_config` is set, `latentzoo train` first trains
+    # it from that preset (a stage: `stages.teacher.max_train_steps=...` overrides it).
+    teacher: str = "outputs/text2img-mnist"
+    teacher_config: str | None = "text2img-mnist"
+
+    # N: the teacher's ODE is discretised at N timesteps (every T/N-th); one DDIM step of it per loss. LCM's 50.
+    num_ddim_timesteps: PositiveInt = 50
+    # Guidance scales s the student learns, drawn uniformly per sample (the teacher guided with cond + (s-1)(cond -
+    # uncond)); a sampling call may then pick any s in this range.
+    guidance_scale_min: NonNegativeFloat = 1.0
+    guidance_scale_max: NonNegativeFloat = 5.0
+    # Width of the guidance embedding the student's time embedding takes (`time_cond_proj_dim`).
+    guidance_embedding_dim: PositiveInt = 256
+    # LCMScheduler's `timestep_scaling`: c_skip(t) = σ² / ((t·k)² + σ²) with σ = 0.5, so f(z, t) is x̂_0 but near t=0.
+    timestep_scaling: PositiveFloat = 10.0
+    # Distance between student and target: pseudo-Huber sqrt(d² + c²) - c (c = huber_c), or mean squared error.
+    loss_type: Literal["huber", "l2"] = "huber"
+    huber_c: PositiveFloat = 0.001
+    # The target network's EMA decay of the student (LCM's 0.95).
+    target_decay: UnitInterval = 0.95
+
+    # Validation grid and the defaults saved with the pipeline (a call without steps or guidance uses them). The
+    # guidance scale must lie in [guidance_scale_min, guidance_scale_max]. null prompts: the first 10
+    # distinct captions of the data.
+    validation_prompts: tuple[str, ...] | None = None
+    validation_num_inference_steps: PositiveInt = 4
+    validation_guidance_scale: NonNegativeFloat = 3.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.guidance_scale_min > self.guidance_scale_max:
+            raise ValueError(
+                f"`model.guidance_scale_min`={self.guidance_scale_min} is above `model.guidance_scale_max`="
+                f"{self.guidance_scale_max}: give a range low to high (e.g. 1.0 and 5.0)."
+            )
+        if not self.guidance_scale_min <= self.validation_guidance_scale <= self.guidance_scale_max:
+            raise ValueError(
+                f"`model.validation_guidance_scale`={self.validation_guidance_scale} lies outside the trained range "
+                f"[{self.guidance_scale_min}, {self.guidance_scale_max}]: choose one inside it."
+            )
+
+
+class _Target(torch.nn.Module):
+    """The target network and the optimizer step it was last updated before, checkpointed together."""
+
+    def __init__(self, unet: UNet2DConditionModel):
+        super().__init__()
+        self.unet = unet
+        self.register_buffer("updated_at_step", torch.tensor(-1, dtype=torch.int64))
+
+
+class ConsistencyDistillationTask(TrainingTask):
+    name = "text2img_lcd"
+    Config = ConsistencyDistillationConfig
+
+    @classmethod
+    def stages(cls, config: ConsistencyDistillationConfig) -> list[Stage]:
+        """The teacher, trained from `teacher_config` into `teacher` when that folder holds no model."""
+        if config.teacher_config is None:
+            return []
+        return [Stage("teacher", config.teacher_config, config.teacher)]
+
+    @classmethod
+    def requires(cls, config: ConsistencyDistillationConfig) -> tuple[str, ...]:
+        return ("captions",)
+
+    def __init__(self, config: ConsistencyDistillationConfig, dataset):
+        super().__init__(config, dataset)
+        teacher = self._load_teacher(config.teacher)
+        self.vae, self.text_encoder, self.tokenizer = teacher.vae, teacher.text_encoder, teacher.tokenizer
+        for module in (self.vae, self.text_encoder, teacher.unet):
+            module.requires_grad_(False).eval()
+        self.teacher_unet = teacher.unet
+        if dataset[0]["pixel_values"].shape[0] != self.vae.config.in_channels:
+            raise ValueError(
+                f"The data has {dataset[0]['pixel_values'].shape[0]} channel(s), the teacher's VAE takes "
+                f"{self.vae.config.in_channels}: distil on the data the teacher was trained on."
+            )
+
+        # The sampler the student is saved with fixes the solver's timesteps and the boundary scalings: training
+        # reads them from it, so the two cannot disagree.
+        schedule = {
+            key: teacher.scheduler.config[key] for key in _SCHEDULE_KEYS if key in teacher.scheduler.config
+        }
+        self.scheduler = LCMScheduler(
+            **schedule,
+            original_inference_steps=config.num_ddim_timesteps,
+            timestep_scaling=config.timestep_scaling,
+            clip_sample=False,
+        )
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if num_train_timesteps % config.num_ddim_timesteps:
+            raise ValueError(
+                f"`model.num_ddim_timesteps`={config.num_ddim_timesteps} must divide the teacher's "
+                f"{num_train_timesteps} training timesteps (e.g. 50)."
+            )
+        self.scheduler.set_timesteps(config.num_ddim_timesteps)
+        self.solver_timesteps = self.scheduler.timesteps.flip(0).long()  # ascending: T/N - 1, ..., T - 1
+        self.skip = num_train_timesteps // config.num_ddim_timesteps
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
+        self.prediction_type = self.scheduler.config.prediction_type
+
+        # The student: the teacher's UNet plus a guidance input whose projection starts at zero (student = teacher).
+        self.student = UNet2DConditionModel.from_config(
+            self.teacher_unet.config, time_cond_proj_dim=config.guidance_embedding_dim
+        )
+        missing, unexpected = self.student.load_state_dict(self.teacher_unet.state_dict(), strict=False)
+        assert not unexpected and all("cond_proj" in name for name in missing), (missing, unexpected)
+        torch.nn.init.zeros_(self.student.time_embedding.cond_proj.weight)
+        self.target = _Target(UNet2DConditionModel.from_config(self.student.config))
+        self.target.unet.load_state_dict(self.student.state_dict())
+        self.target.requires_grad_(False).eval()
+
+        self.unconditional_ids = self.tokenize([""])
+        if config.validation_prompts is None:
+            config.validation_prompts = tuple(first_captions(dataset, 10))
+
+    @staticmethod
+    def _load_teacher(path: str) -> LatentTextToImagePipeline:
+        try:
+            teacher = LatentTextToImagePipeline.from_pretrained(path)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"`model.teacher`={path!r} holds no trained text-to-image pipeline ({error}). Train one first "
+                "(`latentzoo train text2img-mnist`), or set `model.teacher_config` to the preset that trains it."
+            ) from None
+        if teacher.prompt_projection is not None:
+            raise ValueError(
+                f"The teacher at {path} is conditioned by concatenation; consistency distillation here needs a "
+                "cross-attention text-to-image model (model.conditioning=cross_attention)."
+            )
+        if teacher.scheduler.config.get("use_flow_sigmas") or "FlowMatch" in type(teacher.scheduler).__name__:
+            raise ValueError(
+                f"The teacher at {path} was trained with flow matching; latent consistency distillation here needs a "
+                "noise-schedule teacher (model.objective=ddpm)."
+            )
+        return teacher
+
+    def train_dataset(self):
+        return LatentDataset(self.dataset, self.vae)
+
+    def to(self, device):
+        for module in (self.vae, self.text_encoder, self.teacher_unet, self.target):
+            module.to(device)
+        self.alphas_cumprod = self.alphas_cumprod.to(device)
+        self.solver_timesteps = self.solver_timesteps.to(device)
+
+    def trainable_modules(self):
+        return {"unet": self.student}
+
+    def checkpoint_state(self):
+        return {"target": self.target}
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(
+            texts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+
+    @torch.no_grad()
+    def _update_target(self, step: int) -> None:
+        """θ⁻ ← μ θ⁻ + (1 - μ) θ, once per optimizer step (the first micro-batch of step `step` does it)."""
+        if int(self.target.updated_at_step) == step:
+            return
+        if step > 0:  # at step 0 the target is the student's copy
+            for target, online in zip(self.target.unet.parameters(), self.student.parameters(), strict=True):
+                target.lerp_(online.detach().to(target.dtype), 1 - self.config.target_decay)
+        self.target.updated_at_step.fill_(step)
+
+    def _alpha_sigma(self, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        alphas = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        return alphas.sqrt(), (1 - alphas).sqrt()
+
+    def _x0_and_noise(self, output, sample, timesteps) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂_0, ε̂) from a UNet's output at (sample, t), whatever its prediction type."""
+        alpha, sigma = self._alpha_sigma(timesteps)
+        if self.prediction_type == "epsilon":
+            x0 = (sample - sigma * output) / alpha
+            return x0, output
+        if self.prediction_type == "v_prediction":
+            return alpha * sample - sigma * output, alpha * output + sigma * sample
+        if self.prediction_type == "sample":
+            return output, (sample - alpha * output) / sigma
+        raise ValueError(f"Unsupported prediction_type {self.prediction_type!r} of the teacher's scheduler.")
+
+    def _consistency(self, output, sample, timesteps) -> torch.Tensor:
+        """f(z, t) = c_skip(t) z + c_out(t) x̂_0(z, t): the LCMScheduler's denoised sample."""
+        c_skip, c_out = self.scheduler.get_scalings_for_boundary_condition_discrete(timesteps.float())
+        x0, _ = self._x0_and_noise(output, sample, timesteps)
+        return c_skip.view(-1, 1, 1, 1) * sample + c_out.view(-1, 1, 1, 1) * x0
+
+    @torch.no_grad()
+    def teacher_step(self, noisy, start, end, text, scales) -> torch.Tensor:
+        """One DDIM step (η = 0) of the teacher from z_t at `start` to `end`, guided with scales s (B,): the guided
+        x̂_0 and ε̂ are cond + (s - 1)(cond - uncond), and z_t' = sqrt(ᾱ_t') x̂_0 + sqrt(1 - ᾱ_t') ε̂."""
+        unconditional = self.text_encoder(self.unconditional_ids.to(noisy.device))[0].expand_as(text)
+        conditional_output, unconditional_output = self.teacher_unet(
+            torch.cat([noisy, noisy]),
+            torch.cat([start, start]),
+            encoder_hidden_states=torch.cat([text, unconditional]),
+        ).sample.chunk(2)
+        conditional_x0, conditional_eps = self._x0_and_noise(conditional_output, noisy, start)
+        unconditional_x0, unconditional_eps = self._x0_and_noise(unconditional_output, noisy, start)
+        w = (scales - 1).view(-1, 1, 1, 1)
+        x0 = conditional_x0 + w * (conditional_x0 - unconditional_x0)
+        eps = conditional_eps + w * (conditional_eps - unconditional_eps)
+        alpha, sigma = self._alpha_sigma(end)
+        return alpha * x0 + sigma * eps
+
+    def training_step(self, batch, modules, step):
+        self._update_target(step)
+        mean, std = batch["latent_mean"], batch["latent_std"]
+        latents = (mean + std * torch.randn_like(mean)) * self.vae.config.scaling_factor
+        batch_size, device = latents.shape[0], latents.device
+
+        noise = torch.randn_like(latents)
+        index = torch.randint(0, len(self.solver_timesteps), (batch_size,), device=device)
+        start = self.solver_timesteps[index]
+        end = (start - self.skip).clamp(min=0)
+        scales = torch.empty(batch_size, device=device).uniform_(
+            self.config.guidance_scale_min, self.config.guidance_scale_max
+        )
+        embedding = guidance_scale_embedding(scales, self.config.guidance_embedding_dim).to(latents.dtype)
+
+        alpha, sigma = self._alpha_sigma(start)
+        noisy = alpha * latents + sigma * noise  # q(z_t | z_0)
+
+        with torch.no_grad():
+            text = self.text_encoder(self.tokenize(batch["text"]).to(device))[0]
+            previous = self.teacher_step(noisy, start, end, text, scales)
+            target_output = self.target.unet(
+                previous, end, encoder_hidden_states=text, timestep_cond=embedding
+            )
+            target = self._consistency(target_output.sample, previous, end)
+
+        output = modules["unet"](noisy, start, encoder_hidden_states=text, timestep_cond=embedding).sample
+        prediction = self._consistency(output, noisy, start)
+        if self.config.loss_type == "l2":
+            loss = torch.nn.functional.mse_loss(prediction.float(), target.float())
+        else:
+            c = self.config.huber_c
+            loss = (torch.sqrt((prediction.float() - target.float()) ** 2 + c**2) - c).mean()
+        return {"loss": loss}
+
+    def make_pipeline(self, modules):
+        return LatentTextToImagePipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=modules["unet"],
+            scheduler=LCMScheduler.from_config(self.scheduler.config),
+            default_guidance_scale=self.config.validation_guidance_scale,
+            default_num_inference_steps=self.config.validation_num_inference_steps,
+        )
+
+    def validation_images(self, pipeline, num_images, generator):
+        prompts = list(self.config.validation_prompts)
+        per_prompt = max(1, num_images // len(prompts))
+        return pipeline(
+            prompts, num_images_per_prompt=per_prompt, generator=generator, output_type="pt"
+        ).images
