@@ -13,7 +13,9 @@ from diffusers import (
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     FlowMatchHeunDiscreteScheduler,
+    LCMScheduler,
     SchedulerMixin,
+    TCDScheduler,
 )
 
 SAMPLERS: dict[str, type[SchedulerMixin]] = {
@@ -39,6 +41,18 @@ FLOW_SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict]] = {
 }
 
 
+# A consistency-distilled model (task text2img_lcd, saved with an LCMScheduler) maps any point of the trajectory to
+# its end, and only consistency samplers use that: LCM's multistep sampler (arXiv:2310.04378), or TCD's
+# (arXiv:2402.19159), whose `eta` (the pipeline call's; 0 by default: deterministic) sets how much noise each step
+# re-injects.
+CONSISTENCY_SAMPLERS: dict[str, type[SchedulerMixin]] = {"lcm": LCMScheduler, "tcd": TCDScheduler}
+
+
+def is_consistency_model(scheduler_config) -> bool:
+    """Whether a scheduler config is a consistency sampler's (its boundary-condition `timestep_scaling`)."""
+    return "timestep_scaling" in scheduler_config
+
+
 def is_flow_matching(scheduler_config) -> bool:
     """Whether a scheduler config is a flow-matching one (a `shift`, no noise schedule)."""
     return "shift" in scheduler_config and "beta_schedule" not in scheduler_config
@@ -46,7 +60,21 @@ def is_flow_matching(scheduler_config) -> bool:
 
 def make_sampler(name: str, scheduler_config) -> SchedulerMixin:
     """The scheduler called `name`, configured like `scheduler_config`: one of SAMPLERS (plus SAMPLER_SETTINGS) for
-    a noise-schedule model, one of FLOW_SAMPLERS for a flow-matching one."""
+    a noise-schedule model, one of FLOW_SAMPLERS for a flow-matching one, one of CONSISTENCY_SAMPLERS for a
+    consistency-distilled one."""
+    if is_consistency_model(scheduler_config) != (name in CONSISTENCY_SAMPLERS):
+        if name in CONSISTENCY_SAMPLERS:
+            raise ValueError(
+                f"Sampler {name!r} samples consistency-distilled models only (`latentzoo train "
+                "text2img-mnist-fewstep`); this model was trained to denoise: choose one of "
+                f"{sorted(FLOW_SAMPLERS if is_flow_matching(scheduler_config) else SAMPLERS)}."
+            )
+        raise ValueError(
+            f"Sampler {name!r} does not sample a consistency-distilled model, which jumps to the end of the "
+            f"trajectory at every step; choose one of {sorted(CONSISTENCY_SAMPLERS)}."
+        )
+    if name in CONSISTENCY_SAMPLERS:
+        return CONSISTENCY_SAMPLERS[name].from_config(scheduler_config)
     if is_flow_matching(scheduler_config):
         if name not in FLOW_SAMPLERS:
             raise ValueError(

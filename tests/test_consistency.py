@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from diffusers import DDIMScheduler, LatentConsistencyModelPipeline, LCMScheduler
+from diffusers import DDIMScheduler, LatentConsistencyModelPipeline, LCMScheduler, TCDScheduler
 from safetensors.torch import load_file
 from test_text_to_image_training import tiny_text2img_overrides
 from tiny_pipelines import text_to_image_pipeline
@@ -15,6 +15,7 @@ from tiny_pipelines import text_to_image_pipeline
 from latentzoo.data import load_dataset
 from latentzoo.pipelines import LatentTextToImagePipeline
 from latentzoo.pipelines.loading import load_pipeline
+from latentzoo.pipelines.samplers import make_sampler
 from latentzoo.pipelines.utils import guidance_scale_embedding
 from latentzoo.training import Trainer, list_checkpoints, load_config, train
 from latentzoo.training.tasks.consistency import ConsistencyDistillationTask
@@ -61,6 +62,23 @@ def test_images_equal_latent_consistency_model_pipeline(steps, guidance_scale):
 def test_guidance_distilled_pipeline_refuses_a_negative_prompt():
     with pytest.raises(ValueError, match="negative_prompt"):
         lcm_pipeline()("a five", negative_prompt="a blurry digit", num_inference_steps=1)
+
+
+def test_consistency_samplers_and_only_they_sample_a_consistency_model():
+    pipe = lcm_pipeline()
+    pipe.scheduler = make_sampler("tcd", pipe.scheduler.config)
+    assert isinstance(pipe.scheduler, TCDScheduler)
+    kwargs = {"num_inference_steps": 2, "guidance_scale": 3.0, "output_type": "np"}
+    deterministic = [
+        pipe("a five", generator=torch.Generator().manual_seed(s), **kwargs).images for s in (0, 0)
+    ]
+    assert np.isfinite(deterministic[0]).all() and np.array_equal(*deterministic)
+    with pytest.raises(
+        ValueError, match=r"'dpm\+\+' does not sample a consistency-distilled model.*'lcm', 'tcd'"
+    ):
+        make_sampler("dpm++", pipe.scheduler.config)
+    with pytest.raises(ValueError, match="'lcm' samples consistency-distilled models only"):
+        make_sampler("lcm", text_to_image_pipeline().scheduler.config)
 
 
 def test_saved_few_step_defaults_are_used(tmp_path):
