@@ -35,7 +35,7 @@ from latentzoo.pipelines import (
 
 from .domain import DomainEncoder, describe_held_out, load_domain_encoder
 from .metrics import frechet_distance, psnr
-from .sampling import sample_images
+from .sampling import sample_images, sampling_record, sampling_settings
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def evaluate_pipeline(
     dataset_validation,
     num_samples: int = 500,
     seed: int = 0,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 3.0,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
     batch_size: int = 64,
     domain_encoder: DomainEncoder | None = None,
     load_options: dict | None = None,
@@ -144,14 +144,15 @@ def evaluate_pipeline(
         dataset_train, dataset_validation: `ImageDataset` splits of the dataset the model was trained on.
         num_samples: images to sample; capped at the validation split's size (the protocol says so).
         seed: image i is drawn with a generator seeded `seed + i`; also seeds the floor's random training images.
-        num_inference_steps, guidance_scale: for the diffusion families (an unconditional pixel-diffusion model is
-            sampled without guidance).
+        num_inference_steps, guidance_scale: for the diffusion families; default: the ones saved with the pipeline
+            (what it was validated with). An unconditional pixel-diffusion model is sampled without guidance.
         batch_size: images per pipeline call; changes nothing in the result.
         domain_encoder: the feature space; default `load_domain_encoder(dataset_train, dataset_validation,
             load_options, **domain_recipe)` (trained on first use, cached).
 
     Returns:
-        `{"metrics": {name: value}, "protocol": str, "images": (N, C, H, W) in [-1, 1], "warnings": [str]}`.
+        `{"metrics": {name: value}, "protocol": str, "sampling": {"sampler", "num_inference_steps",
+        "guidance_scale"} ({} for autoencoders and GANs), "images": (N, C, H, W) in [-1, 1], "warnings": [str]}`.
     """
     # 1. Check inputs
     family = pipeline_family(pipeline)
@@ -186,7 +187,7 @@ def evaluate_pipeline(
     conditions, settings, sampling = {}, {}, ""  # conditions: one prompt or class label per image, or none
     if family == "text-to-image":
         conditions = {"prompt": texts}
-        settings = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
+        settings = sampling_settings(pipeline, num_inference_steps, guidance_scale)
         sampling = "prompts: the captions of those validation images"
     elif num_classes is not None:
         requested, labels_from_data = _requested_labels(pipeline, num_classes, dataset_validation, n, seed)
@@ -200,10 +201,9 @@ def evaluate_pipeline(
         sampling = "unconditional"
     if family == "pixel diffusion":
         # Guidance needs class labels; an unconditional model samples without.
-        settings = {
-            "num_inference_steps": num_inference_steps,
-            "guidance_scale": guidance_scale if num_classes is not None else 1.0,
-        }
+        settings = sampling_settings(
+            pipeline, num_inference_steps, guidance_scale, guided=num_classes is not None
+        )
     if "num_inference_steps" in settings:
         sampling += (
             f"; {settings['num_inference_steps']} {type(pipeline.scheduler).__name__} steps, guidance scale "
@@ -295,4 +295,10 @@ def evaluate_pipeline(
         protocol += " PSNR: decode(encode(x)) with the posterior mean, in [-1, 1]."
     if warnings:
         protocol += " Warning: " + "; ".join(warnings) + "."
-    return {"metrics": metrics, "protocol": protocol, "images": generated, "warnings": warnings}
+    return {
+        "metrics": metrics,
+        "protocol": protocol,
+        "sampling": sampling_record(pipeline, settings),
+        "images": generated,
+        "warnings": warnings,
+    }

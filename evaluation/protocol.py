@@ -17,7 +17,7 @@ from ..data.attributes import SLANT_CLASSES, WEIGHT_CLASSES
 from ..data.captions import mnist_label_words
 from .judge import Judge, load_judge
 from .metrics import attribute_accuracy, fid_report, prompt_accuracy
-from .sampling import sample_images
+from .sampling import sample_images, sampling_record, sampling_settings
 
 # Phrasings that never occur in the training captions, to check that the text encoder generalises.
 HELD_OUT_TEMPLATES = (
@@ -50,8 +50,8 @@ def text_to_image_prompts(per_digit: int = 100, seed: int = 0, held_out: bool = 
 def evaluate_text_to_image(
     pipeline,
     per_digit: int = 100,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 3.0,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
     seed: int = 0,
     batch_size: int = 100,
     judge: Judge | None = None,
@@ -61,12 +61,15 @@ def evaluate_text_to_image(
     """Sample the protocol's prompts and score them; returns ``{"metrics": ..., "protocol": ...}``.
 
     `reference_images` (N, 1, 32, 32) in [-1, 1] default to the held-out mnist validation split (500 digits).
+    `num_inference_steps` and `guidance_scale` default to the ones saved with the pipeline (what it was validated
+    with); the protocol names the values used.
     """
     judge = judge or load_judge()
     if reference_images is None:
         reference_images = load_dataset("mnist", split="validation").pixel_values
     sampler = type(pipeline.scheduler).__name__
-    settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+    settings = sampling_settings(pipeline, num_inference_steps, guidance_scale)
+    num_inference_steps, guidance_scale = settings["num_inference_steps"], settings["guidance_scale"]
 
     prompts = text_to_image_prompts(per_digit, seed)
     start = time.perf_counter()
@@ -95,4 +98,10 @@ def evaluate_text_to_image(
         f"({judge.validation_accuracy:.1%} on the held-out validation split); FID in the judge's features against "
         f"held-out real digits; held-out phrasings: {held_out_per_digit} per digit from {list(HELD_OUT_TEMPLATES)}."
     )
-    return {"metrics": metrics, "protocol": protocol, "images": images, "prompts": prompts}
+    return {
+        "metrics": metrics,
+        "protocol": protocol,
+        "sampling": sampling_record(pipeline, settings),
+        "images": images,
+        "prompts": prompts,
+    }

@@ -18,7 +18,42 @@ import torch
 
 from ..models.checks import ClassLabels, check_number
 
-__all__ = ["sample_images"]
+__all__ = ["sample_images", "sampling_record", "sampling_settings"]
+
+
+# Steps and guidance for a pipeline that saves none (one called like latentzoo's, from elsewhere).
+FALLBACK_NUM_INFERENCE_STEPS = 20
+FALLBACK_GUIDANCE_SCALE = 3.0
+
+
+def sampling_settings(
+    pipeline, num_inference_steps: int | None = None, guidance_scale: float | None = None, guided: bool = True
+) -> dict:
+    """The `num_inference_steps` and `guidance_scale` a diffusion pipeline samples with: the given ones, else the
+    ones saved with it (`pipeline.default_num_inference_steps` / `default_guidance_scale`, what the model was
+    validated with; 20 and 3.0 for a pipeline without them). `guided=False` (an unconditional pixel-diffusion
+    model): guidance 1.0.
+
+    Protocols resolve their settings here, so the numbers they report name the values actually used. {} for a
+    pipeline without a scheduler (autoencoders, GANs).
+    """
+    if not hasattr(pipeline, "scheduler"):
+        return {}
+    if num_inference_steps is None:
+        num_inference_steps = getattr(pipeline, "default_num_inference_steps", FALLBACK_NUM_INFERENCE_STEPS)
+    if not guided:
+        guidance_scale = 1.0
+    elif guidance_scale is None:
+        guidance_scale = getattr(pipeline, "default_guidance_scale", FALLBACK_GUIDANCE_SCALE)
+    return {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
+
+
+def sampling_record(pipeline, settings: dict) -> dict:
+    """What a protocol sampled with, machine-readable (metrics.json, model cards): `settings` and the scheduler's
+    class name as "sampler"; {} for a pipeline without a scheduler."""
+    if not settings:
+        return {}
+    return {"sampler": type(pipeline.scheduler).__name__, **settings}
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ import torch
 from scipy import ndimage
 
 from ..data.shapes import COLORS, RELATIONS, SHAPE_NAMES, SIZES, Scene, Shape, place_centers, render_scene
-from .sampling import sample_images
+from .sampling import sample_images, sampling_record, sampling_settings
 
 FAMILIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attribute_binding")
 EVALUATION_STREAM = 0x6E6E  # second seed word of the prompt generator; training uses split ids 0 and 1
@@ -452,18 +452,20 @@ def evaluate_shapes(
     pipeline,
     per_family: int = 100,
     seed: int = 0,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 3.0,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
     batch_size: int = 100,
 ) -> dict:
     """Sample `shapes_prompts(per_family, seed)` through a text-to-image pipeline and score them.
 
     One generator per image, seeded `seed + i`, so batching changes nothing. Returns
-    ``{"metrics": {family: accuracy, ..., "overall": ...}, "protocol": str, "images", "prompts", "correct"}``
-    with images (N, 3, H, W) in [0, 1].
+    ``{"metrics": {family: accuracy, ..., "overall": ...}, "protocol": str, "sampling", "images", "prompts",
+    "correct"}`` with images (N, 3, H, W) in [0, 1]. `num_inference_steps` and `guidance_scale` default to the ones
+    saved with the pipeline; the protocol and "sampling" name the values used.
     """
     prompts = shapes_prompts(per_family, seed)
-    settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+    settings = sampling_settings(pipeline, num_inference_steps, guidance_scale)
+    num_inference_steps, guidance_scale = settings["num_inference_steps"], settings["guidance_scale"]
     texts = [p.prompt for p in prompts]
     images = (sample_images(pipeline, len(texts), seed, batch_size, prompt=texts, **settings) + 1) / 2
     scores = score_shapes(images, prompts)
@@ -476,4 +478,11 @@ def evaluate_shapes(
         f"{seed}..{seed + len(prompts) - 1}; scored by an exact palette/geometry detector of the shapes "
         f"renderer; overall = mean of the family accuracies."
     )
-    return {"metrics": scores, "protocol": protocol, "images": images, "prompts": prompts, "correct": correct}
+    return {
+        "metrics": scores,
+        "protocol": protocol,
+        "sampling": sampling_record(pipeline, settings),
+        "images": images,
+        "prompts": prompts,
+        "correct": correct,
+    }
