@@ -2,6 +2,7 @@
 parses, `generate` and `push` work, and a Hub token never leaks into output or files."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -128,20 +129,27 @@ def test_push_uploads_folder_with_card_and_never_leaks_the_token(trained, monkey
     calls = {}
 
     class FakeApi:
-        def create_repo(self, repo_id, private=False, exist_ok=False):
+        def create_repo(self, repo_id, private=None, exist_ok=False):
             calls["create"] = repo_id
             return f"https://huggingface.co/{repo_id}"
 
-        def upload_folder(self, folder_path, repo_id, commit_message, ignore_patterns):
-            calls["upload"] = (folder_path, repo_id, ignore_patterns)
+        def create_commit(self, repo_id, operations, commit_message, revision=None, create_pr=None):
+            calls["upload"] = {op.path_in_repo: op.path_or_fileobj for op in operations}
+            return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/1", pr_url=None)
 
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
     main(["push", str(trained), "someone/tiny-text2img"])
     assert calls["create"] == "someone/tiny-text2img"
-    assert calls["upload"][0] == str(trained)
-    assert {"checkpoints/*", "stages/*"} <= set(calls["upload"][2])
-    assert ModelCard.load(trained / "README.md").text.count("someone/tiny-text2img") >= 1
+    uploaded = calls["upload"]
+    assert "model_index.json" in uploaded and "vae/diffusion_pytorch_model.safetensors" in uploaded
+    assert not any(name.startswith(("checkpoints/", "stages/", "logs/", "samples/")) for name in uploaded)
+    assert not any(
+        name.startswith("vae/") and not name.endswith((".json", ".safetensors")) for name in uploaded
+    )
+    assert "vae/train_state.json" not in uploaded and "train_state.json" not in uploaded
+    card = uploaded["README.md"].decode()  # rendered for the repository, from memory
+    assert card.count("someone/tiny-text2img") >= 1
 
     captured = capsys.readouterr()
     assert FAKE_TOKEN not in captured.out + captured.err + caplog.text
@@ -180,7 +188,9 @@ def test_evaluate_passes_the_protocol_options_and_writes_metrics(trained, monkey
 
     monkeypatch.setattr("latentzoo.evaluation.protocol.evaluate_text_to_image", fake_evaluate)
     main(["evaluate", str(trained), "--per-digit", "3", "--held-out-per-digit", "0", "--sampler", "ddpm"])
-    assert seen["per_digit"] == 3 and seen["held_out_per_digit"] == 0 and seen["num_inference_steps"] == 20
+    assert seen["per_digit"] == 3 and seen["held_out_per_digit"] == 0
+    # Steps and guidance not given: None, the protocol samples with the pipeline's saved defaults.
+    assert seen["num_inference_steps"] is None and seen["guidance_scale"] is None
     assert seen["scheduler"] == "DDPMScheduler"
     assert json.loads((trained / "metrics.json").read_text())["metrics"] == {"prompt accuracy": 0.5}
     assert "| prompt accuracy | 0.500 |" in (trained / "README.md").read_text()  # the card shows the metrics

@@ -432,7 +432,11 @@ def _judge_report(model_dir: Path, args: argparse.Namespace) -> dict:
         reference_images=reference,
         held_out_per_digit=options["held_out_per_digit"],
     )
-    return {"metrics": result["metrics"], "protocol": result["protocol"]}
+    return {
+        "metrics": result["metrics"],
+        "protocol": result["protocol"],
+        "sampling": result.get("sampling", {}),
+    }
 
 
 def _domain_report(model_dir: Path, args: argparse.Namespace, run_config: dict, name: str) -> dict:
@@ -460,7 +464,7 @@ def _domain_report(model_dir: Path, args: argparse.Namespace, run_config: dict, 
         load_options={"name": name, **options},
         domain_recipe={"num_steps": args.domain_steps},
     )
-    report = {"metrics": result["metrics"], "protocol": result["protocol"]}
+    report = {"metrics": result["metrics"], "protocol": result["protocol"], "sampling": result["sampling"]}
     if name == "shapes" and pipeline_family(pipeline) == "text-to-image":
         # Compositional prompts: GenEval's families, scored exactly because the renderer is known.
         per_family = max(1, args.num_samples // len(SHAPES_FAMILIES))
@@ -483,7 +487,7 @@ def _evaluate_into(model_dir: Path, args: argparse.Namespace) -> dict:
     every other model and dataset gets `evaluate_pipeline`, on the dataset of the run's training_config.yaml
     (or --dataset).
     """
-    from .model_card import write_model_card
+    from .model_card import public_dataset_name, write_model_card
 
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} does not exist: pass the output_dir of a training run.")
@@ -492,7 +496,8 @@ def _evaluate_into(model_dir: Path, args: argparse.Namespace) -> dict:
     name = getattr(args, "dataset", None) or run_config.get("dataset")
     judge_options = [key for key in JUDGE_DEFAULTS if getattr(args, key, None) is not None]
     if class_name == "LatentTextToImagePipeline" and (name in (None, "mnist") or judge_options):
-        report = _judge_report(model_dir, args)
+        # The judge's numbers are on MNIST, whatever the run trained on.
+        report, name = _judge_report(model_dir, args), "mnist"
     else:
         if judge_options:
             flags = ", ".join("--" + key.replace("_", "-") for key in judge_options)
@@ -506,6 +511,8 @@ def _evaluate_into(model_dir: Path, args: argparse.Namespace) -> dict:
                 "(mnist, digits, shapes, imagefolder:PATH, hub:NAME)."
             )
         report = _domain_report(model_dir, args, run_config, str(name))
+    # The dataset the numbers are on, by its public name (cards and model-index never show a local path).
+    report["dataset"] = public_dataset_name(str(name))
     (model_dir / "metrics.json").write_text(json.dumps(report, indent=2))
     if (model_dir / "training_config.yaml").is_file():
         write_model_card(model_dir)
@@ -527,6 +534,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> None:
+    from ..evaluation.sampling import sampling_settings
     from .config import load_config
     from .model_card import write_model_card
     from .trainer import train
@@ -536,7 +544,10 @@ def _quickstart(args: argparse.Namespace) -> None:
     train(load_config(args.config, [*args.overrides, f"output_dir={output_dir}"]))
 
     pipeline = _load_pipeline(str(output_dir), args.sampler)
-    grid = _generate_grid(pipeline, list(QUICKSTART_PROMPTS), 8, args.steps, args.guidance_scale, args.seed)
+    # Not given: the guidance scale and steps the model was validated with, saved with it; said below as used.
+    settings = sampling_settings(pipeline, args.steps, args.guidance_scale)
+    steps, guidance = settings["num_inference_steps"], settings["guidance_scale"]
+    grid = _generate_grid(pipeline, list(QUICKSTART_PROMPTS), 8, steps, guidance, args.seed)
     grid_path = output_dir / "samples_grid.png"
     grid.save(grid_path)
     write_model_card(output_dir)
@@ -549,41 +560,118 @@ def _quickstart(args: argparse.Namespace) -> None:
         "    import torch\n"
         "    from latentzoo.pipelines import LatentTextToImagePipeline\n"
         f'    pipe = LatentTextToImagePipeline.from_pretrained("{output_dir}")\n'
-        f'    image = pipe("a bold seven slanted to the right", guidance_scale={args.guidance_scale}, '
-        f"num_inference_steps={args.steps}, generator=torch.Generator().manual_seed(0)).images[0]\n"
+        f"    # as the grid above: {steps} {type(pipeline.scheduler).__name__} steps, guidance scale {guidance}\n"
+        f'    image = pipe("a bold seven slanted to the right", guidance_scale={guidance}, '
+        f"num_inference_steps={steps}, generator=torch.Generator().manual_seed(0)).images[0]\n"
         f'or: latentzoo generate {output_dir} "a thin 3" -n 16 -o grid.png'
     )
 
 
+# What a model folder's `from_pretrained` reads: configs, weights, tokenizer and feature-extractor files, code a
+# model_index.json names. Beside them a run folder holds what training left: its state, logs, samples, checkpoints.
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".txt", ".model", ".jinja", ".py")
+TRAINING_LEFTOVERS = ("train_state.json", "metrics.json", "manifest.json")
+# Beside the model: the card (rendered, uploaded as README.md), the sample grid, the run's config and numbers.
+CARD_FILES = ("README.md", "samples_grid.png", "training_config.yaml", "metrics.json")
+
+
+def _model_files(folder: Path, root: Path) -> list[str]:
+    """The files `from_pretrained` reads in one model or component folder (not its subfolders), relative to
+    `root`."""
+    return [
+        path.relative_to(root).as_posix()
+        for path in sorted(folder.iterdir())
+        if path.is_file()
+        and path.suffix in MODEL_FILE_SUFFIXES
+        and path.name not in TRAINING_LEFTOVERS
+        and not path.name.startswith(".")
+    ]
+
+
+def upload_files(model_dir: str | Path, include_logs: bool = False) -> list[str]:
+    """The files `latentzoo push` uploads from `model_dir`, as sorted relative POSIX paths.
+
+    A pipeline folder: model_index.json, any custom pipeline code beside it (*.py) and, for each component it
+    names (a non-null entry), the files of that component's folder that `from_pretrained` reads; a single-model
+    folder (config.json at the top): its own. Plus the model card (README.md), samples_grid.png,
+    training_config.yaml and metrics.json where present. Never logs, samples, stage folders or the training state
+    (`vae/logs`, `vae/train_state.json`, ...) unless `include_logs`: then every file but checkpoints and temporary
+    files. Never checkpoints.
+    """
+    from ..pipelines.loading import read_model_index
+
+    model_dir = Path(model_dir)
+    if (model_dir / "model_index.json").is_file():
+        model_index = read_model_index(model_dir)
+        files = ["model_index.json", *(path.name for path in model_dir.glob("*.py") if path.is_file())]
+        for name, entry in model_index.items():
+            if name.startswith("_") or not isinstance(entry, list) or None in entry:
+                continue
+            if not (model_dir / name).is_dir():
+                raise ValueError(
+                    f"{model_dir / 'model_index.json'} names the component {name!r}, but {model_dir / name} is "
+                    "missing: re-save the pipeline with save_pretrained."
+                )
+            files += _model_files(model_dir / name, model_dir)
+    elif (model_dir / "config.json").is_file():
+        files = _model_files(model_dir, model_dir)
+    else:
+        raise ValueError(f"{model_dir} holds no saved pipeline or model (no model_index.json / config.json).")
+    files += [name for name in CARD_FILES if (model_dir / name).is_file()]
+    if include_logs:
+        files += [
+            relative.as_posix()
+            for relative in (path.relative_to(model_dir) for path in model_dir.rglob("*") if path.is_file())
+            if "checkpoints" not in relative.parts
+            and not any(part.startswith(".") for part in relative.parts)
+        ]
+    return sorted(set(files))
+
+
 def _push(args: argparse.Namespace) -> None:
-    from huggingface_hub import HfApi, get_token
+    """Upload what `from_pretrained` needs, with the card rendered in memory: no local file changes, ever."""
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
     from huggingface_hub.errors import LocalTokenNotFoundError
 
-    from .model_card import write_model_card
+    from .model_card import render_model_card
 
     model_dir = Path(args.model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} does not exist: pass the output_dir of a training run.")
-    if not (model_dir / "model_index.json").is_file() and not (model_dir / "config.json").is_file():
-        raise ValueError(f"{model_dir} holds no saved pipeline or model (no model_index.json / config.json).")
+    files = upload_files(model_dir, include_logs=args.include_logs)
     if get_token() is None:
         raise LocalTokenNotFoundError("no Hugging Face token")  # `main` words it with the fix
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(model_dir / name))
+        for name in files
+        if name != "README.md"
+    ]
     if (model_dir / "training_config.yaml").is_file():
-        # The card is written from the run's files; a folder saved by hand uploads with its own README.md, if any.
-        write_model_card(model_dir, repo_id=args.repo_id)
-    # The token comes from HF_TOKEN or `huggingface-cli login`'s cache, read by huggingface_hub itself; it is
-    # never printed, logged or written here.
+        # The card is rendered from the run's files for this repository and uploaded from memory.
+        card = str(render_model_card(model_dir, repo_id=args.repo_id))
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
+    elif "README.md" in files:
+        # A folder saved by hand uploads with its own README.md.
+        operations.append(
+            CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(model_dir / "README.md"))
+        )
+    # The token comes from HF_TOKEN or `hf auth login`'s cache, read by huggingface_hub itself; it is never
+    # printed, logged or written here.
     api = HfApi()
-    url = api.create_repo(args.repo_id, private=args.private, exist_ok=True)
-    api.upload_folder(
-        folder_path=str(model_dir),
-        repo_id=args.repo_id,
+    repo_url = api.create_repo(args.repo_id, private=args.private or None, exist_ok=True)
+    repo_id = getattr(repo_url, "repo_id", None) or args.repo_id
+    if args.revision is not None:
+        api.create_branch(repo_id, branch=args.revision, exist_ok=True)
+    commit = api.create_commit(
+        repo_id,
+        operations,
         commit_message=args.commit_message,
-        # Stage folders (stages/: the contrastive text encoder before fine-tuning) are inputs of training, not
-        # part of the pipeline.
-        ignore_patterns=["checkpoints/*", "logs/*", "stages/*", "**/.tmp-*"],
+        revision=args.revision,
+        create_pr=args.create_pr,
     )
-    print(f"Pushed {model_dir} to {url}")
+    url = commit.pr_url if args.create_pr else commit.commit_url
+    what = "Opened a pull request with" if args.create_pr else "Pushed"
+    print(f"{what} {len(operations)} files from {model_dir} to {repo_id}: {url}")
 
 
 def _forward_process(args: argparse.Namespace) -> None:
@@ -626,41 +714,22 @@ def _projector(args: argparse.Namespace) -> None:
 
 
 def _add_sampling_args(
-    parser: argparse.ArgumentParser,
-    per_digit_default: int | None = None,
-    judge_options: bool = False,
-    saved_defaults: bool = False,
+    parser: argparse.ArgumentParser, per_digit_default: int | None = None, judge_options: bool = False
 ) -> None:
-    """--steps, --guidance-scale, --sampler, --seed (and the judge protocol's options). `saved_defaults`: the first
-    three default to None, "what the pipeline was saved with" (`generate`)."""
+    """--steps, --guidance-scale, --sampler, --seed (and the judge protocol's options). The first three default to
+    None, "what the pipeline was saved with" (the values its model was validated with), in every command."""
     from ..pipelines.samplers import FLOW_SAMPLERS, SAMPLERS
 
     saved = "default: the value the model was validated with, saved with it"
+    parser.add_argument("--steps", type=positive_int, help=f"diffusion: number of inference steps ({saved})")
     parser.add_argument(
-        "--steps",
-        type=positive_int,
-        default=None if saved_defaults else 20,
-        help=f"diffusion: number of inference steps ({saved if saved_defaults else 'default 20'})",
-    )
-    parser.add_argument(
-        "--guidance-scale",
-        type=non_negative_float,
-        default=None if saved_defaults else 3.0,
-        help=f"diffusion: classifier-free guidance ({saved if saved_defaults else 'default 3'})",
+        "--guidance-scale", type=non_negative_float, help=f"diffusion: classifier-free guidance ({saved})"
     )
     parser.add_argument(
         "--sampler",
         choices=sorted(set(SAMPLERS) | set(FLOW_SAMPLERS)),
-        default=None if saved_defaults else "dpm++",
-        help=(
-            "diffusion: "
-            + (
-                "default: the scheduler saved with the model"
-                if saved_defaults
-                else "default dpm++ (DPM-Solver++)"
-            )
-            + "; flow-matching models take euler, heun or dpm++"
-        ),
+        help="diffusion: default: the scheduler saved with the model; flow-matching models take euler, heun or "
+        "dpm++",
     )
     parser.add_argument("--seed", type=non_negative_int, default=0)
     if per_digit_default is not None or judge_options:
@@ -765,7 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help="GAN: redraw latent entries beyond +-T (the truncation trick; default none)",
     )
-    _add_sampling_args(generate, saved_defaults=True)
+    _add_sampling_args(generate)
     generate.set_defaults(func=_generate)
 
     evaluate = commands.add_parser(
@@ -777,7 +846,8 @@ def build_parser() -> argparse.ArgumentParser:
             "protocol). Every other model and dataset: domain-FID beside the real-vs-real floor, in the features "
             "of a domain encoder trained (once, cached) on the dataset's training split; plus prompt alignment "
             "(text-to-image), class accuracy (class-conditional) and reconstruction PSNR (autoencoders). "
-            "Writes MODEL_DIR/metrics.json and updates the model card."
+            "Diffusion models sample with the guidance scale, steps and scheduler they were validated with unless "
+            "told otherwise. Writes MODEL_DIR/metrics.json (with the settings used) and updates the model card."
         ),
     )
     evaluate.add_argument(
@@ -803,12 +873,36 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_evaluate)
 
     push = commands.add_parser(
-        "push", parents=[debug], help="upload a saved folder with its model card to the Hugging Face Hub"
+        "push",
+        parents=[debug],
+        help="upload a saved folder with its model card to the Hugging Face Hub",
+        description=(
+            "Upload what from_pretrained needs (model_index.json and each component's configs, weights and "
+            "tokenizer files, or a single model's), the model card rendered for REPO_ID as README.md, "
+            "samples_grid.png, training_config.yaml and metrics.json: no logs, samples, stage folders or training "
+            "state unless --include-logs, never checkpoints. No local file changes. Needs a token: `hf auth login` "
+            "or HF_TOKEN."
+        ),
     )
     push.add_argument("model_dir", help="the output_dir of a training run, or a folder save_pretrained wrote")
     push.add_argument("repo_id", help="the Hub repository to create or update, e.g. you/text2img-mnist")
-    push.add_argument("--private", action="store_true")
-    push.add_argument("--commit-message", default="Upload latentzoo model")
+    push.add_argument(
+        "--private",
+        action="store_true",
+        help="create the repository private (an existing one keeps its visibility)",
+    )
+    push.add_argument("--revision", help="the branch to push to, created if missing (default: main)")
+    push.add_argument(
+        "--create-pr", action="store_true", help="open a pull request instead of committing to the branch"
+    )
+    push.add_argument(
+        "--include-logs",
+        action="store_true",
+        help="also upload logs, samples, stage folders and training state (never checkpoints)",
+    )
+    push.add_argument(
+        "--commit-message", default="Upload latentzoo model", help="default: Upload latentzoo model"
+    )
     push.set_defaults(func=_push)
 
     projector = commands.add_parser(

@@ -1,19 +1,22 @@
 """Model cards, filled from ``model_cards/template.md`` with what a saved run folder holds.
 
 A run folder has ``training_config.yaml`` and ``train_state.json`` (written by the Trainer), optionally
-``metrics.json`` (written by ``latentzoo evaluate``/``quickstart``) and a sample grid; ``write_model_card`` turns
-them into ``README.md`` with metadata that ``huggingface_hub.ModelCard`` parses. Nothing secret is read or written.
+``metrics.json`` (written by ``latentzoo evaluate``/``quickstart``) and a sample grid; ``render_model_card`` turns
+them into a ``huggingface_hub.ModelCard`` (its metrics also as machine-readable ``eval_results``, the Hub's
+``model-index``) and ``write_model_card`` saves it as ``README.md``. Nothing secret is read or written.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import platform
+import re
 from pathlib import Path
 
 import jinja2
 import yaml
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .config import TrainingConfig, build_dataclass
 
@@ -73,10 +76,86 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(rows)
 
 
-def write_model_card(output_dir: str | Path, repo_id: str | None = None, task_class=None) -> Path:
-    """(Re)write ``output_dir/README.md`` from the run's files; returns its path.
+def public_dataset_name(name: str) -> str:
+    """`name` without a local path: `imagefolder:PATH` becomes `imagefolder:` and the folder's own name."""
+    kind, _, rest = name.partition(":")
+    if kind == "imagefolder" and rest:
+        return "imagefolder:" + Path(rest.rstrip("/\\")).name
+    return name
 
-    `task_class` defaults to the class registered for the run's task (pass it for an unregistered task).
+
+def dataset_id(name: str) -> str:
+    """The dataset's id for the Hub: an embedded one's Hub id (mnist: ylecun/mnist), the repository of `hub:NAME`,
+    else its public name."""
+    kind, _, rest = name.partition(":")
+    if kind == "hub" and rest:
+        return rest
+    return DATASETS.get(name, (None, None))[0] or public_dataset_name(name)
+
+
+def eval_results(evaluation: dict, task_type: str | None, dataset: str) -> list[EvalResult] | None:
+    """One `EvalResult` per finite number in `evaluation["metrics"]` (metrics.json), on `dataset` (its public
+    name); None without metrics or a task type (the Hub's model-index needs both)."""
+    metrics = evaluation.get("metrics") or {}
+    numbers = {
+        name: value
+        for name, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
+    if not numbers or not task_type:
+        return None
+    return [
+        EvalResult(
+            task_type=task_type,
+            dataset_type=dataset_id(dataset),
+            dataset_name=public_dataset_name(dataset),
+            metric_type=re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"),
+            metric_name=name,
+            metric_value=value,
+        )
+        for name, value in numbers.items()
+    ]
+
+
+def describe_sampling(sampling: dict) -> str:
+    """ "20 DPMSolverMultistepScheduler steps, guidance scale 3.0" from {"sampler", "num_inference_steps",
+    "guidance_scale"}; "" when it names no steps."""
+    if not sampling or sampling.get("num_inference_steps") is None:
+        return ""
+    sampler = sampling.get("sampler")
+    steps = (
+        f"{sampling['num_inference_steps']} {sampler} steps"
+        if sampler
+        else f"{sampling['num_inference_steps']} steps"
+    )
+    guidance = sampling.get("guidance_scale")
+    return steps if guidance is None else f"{steps}, guidance scale {guidance}"
+
+
+def saved_sampling(output_dir: Path) -> dict:
+    """The sampler and the defaults a call without guidance or steps uses, as the folder's model_index.json saves
+    them ({} for a folder without them: autoencoders, GANs, single models)."""
+    index_path = output_dir / "model_index.json"
+    try:
+        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(index, dict) or index.get("default_num_inference_steps") is None:
+        return {}
+    scheduler = index.get("scheduler")
+    return {
+        "sampler": scheduler[1] if isinstance(scheduler, list) and len(scheduler) == 2 else None,
+        "num_inference_steps": index["default_num_inference_steps"],
+        "guidance_scale": index.get("default_guidance_scale"),
+    }
+
+
+def render_model_card(output_dir: str | Path, repo_id: str | None = None, task_class=None) -> ModelCard:
+    """The model card of the run in `output_dir`, from its files, in memory (nothing is written).
+
+    `task_class` defaults to the class registered for the run's task (pass it for an unregistered task). With a
+    metrics.json, the card data carries its numbers as `eval_results` (the Hub's model-index) and the card says the
+    sampler, steps and guidance they were measured with.
     """
     from .tasks import get_task_class
 
@@ -92,31 +171,37 @@ def write_model_card(output_dir: str | Path, repo_id: str | None = None, task_cl
     evaluation = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
 
     info = task_class.card_info(config)
+    title = repo_id or info.get("title", output_dir.name)
     hub_dataset = DATASETS.get(config.dataset, (None, None))[0]
     dataset_description = describe_dataset(config.dataset, state.get("dataset"))
+    results = eval_results(evaluation, info.get("pipeline_tag"), evaluation.get("dataset") or config.dataset)
     card_data = ModelCardData(
         library_name="diffusers",
         license="apache-2.0",
         pipeline_tag=info.get("pipeline_tag"),
         tags=["latentzoo", "diffusers", *info.get("tags", [])],
         datasets=[hub_dataset] if hub_dataset else None,
+        model_name=title if results else None,
+        eval_results=results,
     )
     samples = sorted((output_dir / "samples").glob("*.png")) if (output_dir / "samples").is_dir() else []
     grid = output_dir / "samples_grid.png"
     sample_grid = (
         grid.name if grid.is_file() else (str(samples[-1].relative_to(output_dir)) if samples else None)
     )
-    card = ModelCard.from_template(
+    return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
-        title=repo_id or info.get("title", output_dir.name),
+        title=title,
         description=info.get("description", ""),
         dataset=config.dataset,
         dataset_description=dataset_description,
         sample_grid=sample_grid,
         sample_caption=evaluation.get("samples_caption", info.get("samples_caption", "")),
         usage=info.get("usage", "").replace("MODEL_DIR", repo_id or str(output_dir)),
+        sampling_defaults=describe_sampling(saved_sampling(output_dir)),
         metrics_table=metrics_table(evaluation["metrics"]) if evaluation.get("metrics") else None,
+        measured_with=describe_sampling(evaluation.get("sampling") or {}),
         protocol=evaluation.get("protocol", ""),
         model_dir=str(output_dir),
         global_step=state.get("global_step", "?"),
@@ -130,6 +215,10 @@ def write_model_card(output_dir: str | Path, repo_id: str | None = None, task_cl
             "A small model trained from scratch on a small dataset: it knows only what that data shows.",
         ),
     )
-    path = output_dir / "README.md"
-    card.save(path)
+
+
+def write_model_card(output_dir: str | Path, repo_id: str | None = None, task_class=None) -> Path:
+    """(Re)write ``output_dir/README.md`` with `render_model_card`; returns its path."""
+    path = Path(output_dir) / "README.md"
+    render_model_card(output_dir, repo_id, task_class).save(path)
     return path
