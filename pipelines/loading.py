@@ -1,8 +1,14 @@
-"""Load any saved latentzoo (or diffusers) pipeline folder by the class named in its ``model_index.json``.
+"""Load any saved latentzoo (or diffusers) pipeline folder by the class named in its ``model_index.json``; the names
+latentzoo folders are saved under.
 
 Only pipeline classes latentzoo or diffusers provide are loaded: a folder cannot make latentzoo import code, as
 diffusers refuses a custom pipeline (``"_class_name": ["module", "Class"]``) without ``trust_remote_code=True``,
 which latentzoo never passes. A malformed, incomplete or corrupt folder is a ValueError naming the file.
+
+A latentzoo pipeline whose components make it compute exactly what a diffusers pipeline computes is saved under that
+diffusers class's name (`SavedAsDiffusersPipeline`), so diffusers alone loads the folder
+(``DiffusionPipeline.from_pretrained(folder)``); `load_pipeline` loads such a folder with the latentzoo class that
+saved it (`LATENTZOO_CLASS_OF`).
 """
 
 from __future__ import annotations
@@ -16,11 +22,57 @@ from safetensors import SafetensorError, safe_open
 
 from .samplers import make_sampler
 
+# The diffusers pipelines latentzoo folders may be saved as, and the latentzoo class that loads each such folder.
+LATENTZOO_CLASS_OF = {
+    "StableDiffusionPipeline": "LatentTextToImagePipeline",
+    "LatentConsistencyModelPipeline": "LatentTextToImagePipeline",
+    "DDPMPipeline": "PixelDiffusionPipeline",
+}
+
 NO_CODE_FROM_FOLDERS = (
     "latentzoo loads only its own and diffusers' pipeline classes, never code a model folder names (diffusers "
     "needs trust_remote_code=True for that): use a folder written by a latentzoo or diffusers pipeline's "
     "save_pretrained, or, if you trust that code, DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)."
 )
+
+
+class SavedAsDiffusersPipeline:
+    """Mixin of a latentzoo pipeline that, with some components, computes exactly what a diffusers pipeline computes.
+
+    With such components, `save_pretrained` writes model_index.json under that diffusers class's name
+    (`diffusers_class_name`), plus the entries that class needs for components latentzoo's has not
+    (`diffusers_index_entries`) and without latentzoo's absent optional components, so that
+    ``diffusers.DiffusionPipeline.from_pretrained(folder)`` loads it with diffusers alone. The latentzoo class still
+    loads the folder: diffusers' ``from_pretrained`` called on a subclass uses that subclass and drops the entries of
+    the class the folder names that the subclass does not take. Saved extras of the latentzoo class
+    (``default_guidance_scale``, ...) stay in model_index.json; diffusers' class warns that it ignores them.
+    """
+
+    @property
+    def diffusers_class_name(self) -> str | None:
+        """The diffusers pipeline that computes what this one does with these components, or None (none does: the
+        folder is saved under the latentzoo class's name)."""
+        return None
+
+    def diffusers_index_entries(self) -> dict:
+        """model_index.json entries the diffusers class needs beyond this pipeline's own (components it has and this
+        one lacks, as `[null, null]`, ...)."""
+        return {}
+
+    def to_json_file(self, json_file_path: str | Path) -> None:
+        """Write the config (model_index.json for a pipeline) as diffusers does, under `diffusers_class_name` if
+        there is one."""
+        config = json.loads(self.to_json_string())
+        class_name = self.diffusers_class_name
+        if class_name is not None:
+            absent = [
+                name
+                for name in self._optional_components
+                if isinstance(config.get(name), list) and config[name][0] is None
+            ]
+            config = {key: value for key, value in config.items() if key not in absent}
+            config.update(self.diffusers_index_entries(), _class_name=class_name)
+        Path(json_file_path).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def read_model_index(path: str | Path) -> dict:
@@ -45,9 +97,10 @@ def read_model_index(path: str | Path) -> dict:
     return model_index
 
 
-def _pipeline_class(index: Path, class_name) -> type[DiffusionPipeline]:
+def _pipeline_class(index: Path, model_index: dict) -> type[DiffusionPipeline]:
     from .. import pipelines
 
+    class_name = model_index.get("_class_name")
     if isinstance(class_name, list):
         raise ValueError(
             f"{index} names custom pipeline code {json.dumps(class_name)}. {NO_CODE_FROM_FOLDERS}"
@@ -57,6 +110,11 @@ def _pipeline_class(index: Path, class_name) -> type[DiffusionPipeline]:
             f"{index} names no pipeline class (`_class_name` is {json.dumps(class_name)}): pass a folder written "
             "by a pipeline's save_pretrained."
         )
+    # A folder saved by latentzoo under a diffusers name loads with the latentzoo class, unless it carries a safety
+    # checker, which latentzoo's pipelines do not run (a Stable Diffusion folder from elsewhere: diffusers' class).
+    safety_checker = model_index.get("safety_checker")
+    if class_name in LATENTZOO_CLASS_OF and (safety_checker is None or safety_checker == [None, None]):
+        class_name = LATENTZOO_CLASS_OF[class_name]
     # latentzoo's pipelines first (diffusers' own lookup knows diffusers only), then diffusers' pipelines.
     found = (
         getattr(pipelines, class_name)
@@ -73,7 +131,7 @@ def _pipeline_class(index: Path, class_name) -> type[DiffusionPipeline]:
 
 def pipeline_class(path: str | Path) -> type[DiffusionPipeline]:
     """The pipeline class `path`/model_index.json names, without loading any weights."""
-    return _pipeline_class(Path(path) / "model_index.json", read_model_index(path).get("_class_name"))
+    return _pipeline_class(Path(path) / "model_index.json", read_model_index(path))
 
 
 def _broken_files(path: Path, components: list[str]) -> list[str]:
@@ -102,10 +160,11 @@ def load_pipeline(path: str | Path, sampler: str | None = None, **kwargs) -> Dif
     """``from_pretrained`` of the pipeline class recorded in `path`/model_index.json, optionally with another sampler.
 
     diffusers' ``DiffusionPipeline.from_pretrained`` looks classes up in diffusers only; latentzoo's pipelines are
-    found here first, then diffusers' pipelines; any other `_class_name` is refused (see the module docstring).
+    found here first (also for a folder latentzoo saved under a diffusers name, `LATENTZOO_CLASS_OF`), then diffusers'
+    pipelines; any other `_class_name` is refused (see the module docstring).
     """
     model_index = read_model_index(path)
-    pipeline_type = _pipeline_class(Path(path) / "model_index.json", model_index.get("_class_name"))
+    pipeline_type = _pipeline_class(Path(path) / "model_index.json", model_index)
     # Components saved in their own folder: [library, class] entries; [null, null] is an absent optional one.
     components = [
         name

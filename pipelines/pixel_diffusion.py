@@ -3,8 +3,12 @@ classifier-free guidance (Ho & Salimans, arXiv:2207.12598).
 
 What diffusers' `DDPMPipeline` does, plus class labels, guidance, user-given noise, a list of generators and every
 output type, with the argument checks shared by latentzoo's pipelines. Any diffusers scheduler samples it:
-`pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`.
+`pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`. An unconditional one computes what
+`DDPMPipeline` computes for the same components, and is then saved under that class's name, so that diffusers alone
+loads the folder (`diffusers_class_name`).
 """
+
+import inspect
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
@@ -12,6 +16,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers import KarrasDiffusionSchedulers
 
 from latentzoo.models.checks import ClassLabels, check_class_labels, check_number
+from latentzoo.pipelines.loading import SavedAsDiffusersPipeline
 from latentzoo.pipelines.utils import (
     apply_classifier_free_guidance,
     check_eta,
@@ -29,7 +34,7 @@ from latentzoo.pipelines.utils import (
 )
 
 
-class PixelDiffusionPipeline(DiffusionPipeline):
+class PixelDiffusionPipeline(SavedAsDiffusersPipeline, DiffusionPipeline):
     r"""
     Image generation with a diffusion model on pixels.
 
@@ -105,6 +110,19 @@ class PixelDiffusionPipeline(DiffusionPipeline):
     @property
     def do_classifier_free_guidance(self) -> bool:
         return self._guidance_scale > 1
+
+    @property
+    def diffusers_class_name(self) -> str | None:
+        """`DDPMPipeline` where diffusers' DDPMPipeline computes what this one computes with these components, named
+        in the saved model_index.json so that diffusers alone loads the folder: an unconditional UNet, and a scheduler
+        that starts from unit-variance noise (DDPMPipeline does not scale x_T, nor the UNet's input, which every
+        scheduler with `init_noise_sigma` 1 leaves as it is) and whose `step` takes the `generator` DDPMPipeline passes
+        it. None (the folder names this class) otherwise."""
+        if self.num_classes is not None or init_noise_sigma(self.scheduler) != 1:
+            return None
+        if "generator" not in inspect.signature(self.scheduler.step).parameters:
+            return None
+        return "DDPMPipeline"
 
     def check_inputs(
         self, batch_size, class_labels, guidance_scale, num_inference_steps, output_type, eta=0.0

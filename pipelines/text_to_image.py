@@ -2,15 +2,22 @@
 conditioned on a CLIP text encoder, then decode.
 
 The default path (cross-attention only) computes exactly what diffusers' `StableDiffusionPipeline` computes
-for the same components, without its safety checker, adapters, LoRA mixins and deprecation shims. With the
-optional `prompt_projection`, the denoiser is also conditioned by concatenation (see
-`latentzoo.models.conditioning`).
+for the same components, without its safety checker, adapters, LoRA mixins and deprecation shims (with a
+guidance-distilled UNet and an `LCMScheduler`: what `LatentConsistencyModelPipeline` computes), and is saved under that
+class's name, so that diffusers alone loads the folder (`diffusers_class_name`). With the optional
+`prompt_projection`, the denoiser is also conditioned by concatenation (see `latentzoo.models.conditioning`).
 """
 
 from collections.abc import Callable
 
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    ImagePipelineOutput,
+    LCMScheduler,
+    UNet2DConditionModel,
+)
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import logging
@@ -18,6 +25,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from latentzoo.models.checks import check_number
 from latentzoo.models.conditioning import PromptProjection
+from latentzoo.pipelines.loading import SavedAsDiffusersPipeline
 from latentzoo.pipelines.utils import (
     apply_classifier_free_guidance,
     check_callback_tensor_inputs,
@@ -39,8 +47,33 @@ from latentzoo.pipelines.utils import (
 
 logger = logging.get_logger(__name__)
 
+# What a Stable Diffusion-type diffusers pipeline needs in model_index.json for the components latentzoo's has not:
+# no safety checker (and no warning about it), no image encoder.
+NO_SAFETY_CHECKER = {
+    "safety_checker": [None, None],
+    "feature_extractor": [None, None],
+    "image_encoder": [None, None],
+    "requires_safety_checker": False,
+}
 
-class LatentTextToImagePipeline(DiffusionPipeline):
+
+def stable_diffusion_samples_with(scheduler) -> bool:
+    """Whether diffusers' `StableDiffusionPipeline` samples with `scheduler` as `LatentTextToImagePipeline` does.
+
+    It calls the scheduler's `scale_model_input` and `init_noise_sigma`, which flow-matching schedulers lack; and its
+    constructor rewrites a scheduler config with `clip_sample: true` (to false) or a `steps_offset` other than 1 (to
+    1), a deprecation shim that changes sampling where the scheduler clips, or where it offsets its timesteps (only
+    "leading" timestep spacing does). Where the shim changes nothing, it still warns once on loading.
+    """
+    if not (hasattr(scheduler, "scale_model_input") and hasattr(scheduler, "init_noise_sigma")):
+        return False
+    config = scheduler.config
+    if config.get("clip_sample", False) is True:
+        return False
+    return config.get("steps_offset", 1) == 1 or config.get("timestep_spacing") in ("linspace", "trailing")
+
+
+class LatentTextToImagePipeline(SavedAsDiffusersPipeline, DiffusionPipeline):
     r"""
     Text-to-image generation with a latent diffusion model.
 
@@ -143,6 +176,24 @@ class LatentTextToImagePipeline(DiffusionPipeline):
     @property
     def do_classifier_free_guidance(self) -> bool:
         return self._guidance_scale > 1 and not self.guidance_is_embedded
+
+    @property
+    def diffusers_class_name(self) -> str | None:
+        """The diffusers pipeline that computes what this one computes with these components, named in the saved
+        model_index.json so that diffusers alone loads the folder: `LatentConsistencyModelPipeline` for a
+        guidance-distilled UNet sampled with an `LCMScheduler`, else `StableDiffusionPipeline` where it drives the
+        scheduler as this pipeline does (`stable_diffusion_samples_with`); None (the folder names this class) with
+        `prompt_projection` or a VAE `shift_factor`, which neither has."""
+        if self.prompt_projection is not None or self.vae.config.get("shift_factor") is not None:
+            return None
+        if self.guidance_is_embedded and isinstance(self.scheduler, LCMScheduler):
+            return "LatentConsistencyModelPipeline"
+        if stable_diffusion_samples_with(self.scheduler):
+            return "StableDiffusionPipeline"
+        return None
+
+    def diffusers_index_entries(self) -> dict:
+        return NO_SAFETY_CHECKER
 
     def check_inputs(
         self,

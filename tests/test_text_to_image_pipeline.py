@@ -190,10 +190,11 @@ def test_num_images_per_prompt_gives_consecutive_images_per_prompt(pipe):
 def test_save_pretrained_then_from_pretrained_gives_identical_images(pipe, tmp_path):
     pipe.save_pretrained(tmp_path)
     model_index = json.loads((tmp_path / "model_index.json").read_text())
-    assert model_index["_class_name"] == "LatentTextToImagePipeline"
+    # saved as the diffusers pipeline that computes the same (tests/test_diffusers_loading.py: diffusers alone)
+    assert model_index["_class_name"] == "StableDiffusionPipeline"
     assert model_index["unet"] == ["diffusers", "UNet2DConditionModel"]
     assert model_index["tokenizer"] == ["transformers", "CLIPTokenizer"]
-    assert model_index["prompt_projection"] == [None, None]  # optional and absent
+    assert "prompt_projection" not in model_index  # optional and absent
 
     loaded = LatentTextToImagePipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
@@ -202,11 +203,13 @@ def test_save_pretrained_then_from_pretrained_gives_identical_images(pipe, tmp_p
     assert max_abs_diff(generate(loaded), generate(pipe)) == 0
 
 
-def test_generic_diffusion_pipeline_loader_needs_our_class(pipe, tmp_path):
-    """`DiffusionPipeline.from_pretrained` looks `_class_name` up in diffusers only; our class must be named."""
+def test_generic_diffusion_pipeline_loader_gives_stable_diffusion_with_identical_images(pipe, tmp_path):
+    """Without `prompt_projection` the folder is saved as a StableDiffusionPipeline, which computes the same."""
     pipe.save_pretrained(tmp_path)
-    with pytest.raises((AttributeError, ValueError), match="LatentTextToImagePipeline"):
-        DiffusionPipeline.from_pretrained(tmp_path)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded) is StableDiffusionPipeline
+    assert max_abs_diff(generate(loaded), generate(pipe)) <= 1e-5
 
 
 # --- guidance --------------------------------------------------------------------------------------------------
@@ -418,8 +421,12 @@ def test_concatenation_guidance_at_most_one_is_conditional_only(concat_pipe):
 def test_concatenation_pipeline_round_trips_with_its_projection(concat_pipe, tmp_path):
     concat_pipe.save_pretrained(tmp_path)
     model_index = json.loads((tmp_path / "model_index.json").read_text())
+    assert model_index["_class_name"] == "LatentTextToImagePipeline"  # no diffusers pipeline concatenates
     assert model_index["prompt_projection"] == ["latentzoo.models.conditioning", "PromptProjection"]
     assert (tmp_path / "prompt_projection" / "config.json").is_file()
+    # `DiffusionPipeline.from_pretrained` looks `_class_name` up in diffusers only: our class loads it
+    with pytest.raises((AttributeError, ValueError), match="LatentTextToImagePipeline"):
+        DiffusionPipeline.from_pretrained(tmp_path)
 
     loaded = LatentTextToImagePipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
