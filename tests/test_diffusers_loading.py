@@ -26,6 +26,7 @@ from diffusers import (
     PNDMScheduler,
     UNet2DConditionModel,
 )
+from huggingface_hub import ModelCard
 from tiny_pipelines import (
     autoencoder_pipeline,
     gan_pipeline,
@@ -348,8 +349,18 @@ def test_every_card_snippet_runs_as_it_stands_in_a_fresh_interpreter(tmp_path, v
     write(folder)
     run = {"task": task, "dataset": "digits", "output_dir": str(folder), "model": model}
     (folder / "training_config.yaml").write_text(yaml.safe_dump(run))
-    snippet = usage_snippet(write_model_card(folder).read_text())
+    card = write_model_card(folder)
+    snippet = usage_snippet(card.read_text())
     assert str(folder) in snippet and "MODEL_DIR" not in snippet
+    # the card's metadata names the library its snippet loads with
+    library = ModelCard.load(card).data.library_name
+    assert library == (
+        "diffusers"
+        if variant in WITHOUT_LATENTZOO - {"clip_text"}
+        else "transformers"
+        if variant == "clip_text"
+        else "latentzoo"
+    )
     without_latentzoo = variant in WITHOUT_LATENTZOO
     assert ("from latentzoo" in snippet) != without_latentzoo
     check = textwrap.dedent(CHECK).format(expected=expected, without_latentzoo=without_latentzoo)
