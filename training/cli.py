@@ -713,6 +713,26 @@ def _projector(args: argparse.Namespace) -> None:
     print(f"View them: tensorboard --logdir {output_dir}   (tabs Projector and Images)")
 
 
+def _demo(args: argparse.Namespace) -> None:
+    # Without folders: the one `latentzoo quickstart` saves its model in (its --output-dir default).
+    default_dir = "outputs/text2img-mnist"
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ValueError('the demo needs Gradio: pip install "latentzoo[demo]"') from None
+    model_dirs = args.model_dirs
+    if not model_dirs:
+        if not Path(default_dir).is_dir():
+            raise FileNotFoundError(
+                f"no model folder given and there is no {default_dir}: make one with `latentzoo quickstart`, or "
+                "pass folders saved by training runs: latentzoo demo DIR [DIR ...]"
+            )
+        model_dirs = [default_dir]
+    from ..demo import build_demo, launch_demo
+
+    launch_demo(build_demo(model_dirs), port=args.port, share=args.share)
+
+
 def _add_sampling_args(
     parser: argparse.ArgumentParser, per_digit_default: int | None = None, judge_options: bool = False
 ) -> None:
@@ -931,6 +951,29 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--seed", type=non_negative_int, default=0)
     forward.add_argument("--output-dir", default="outputs/forward-process")
     forward.set_defaults(func=_forward_process)
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[debug],
+        help="an interactive Gradio app over saved models of every family, in the browser",
+        description=(
+            "Start a Gradio app on localhost with a tab per model folder (text to image, class-conditional "
+            "diffusion, GAN, latent explorer for autoencoders) and the diffusion forward process. Needs the demo "
+            'extra: pip install "latentzoo[demo]".'
+        ),
+    )
+    demo.add_argument(
+        "model_dirs",
+        nargs="*",
+        metavar="DIR",
+        help="folders training runs (or save_pretrained) saved pipelines in (default: outputs/text2img-mnist, "
+        "where `latentzoo quickstart` saves its model)",
+    )
+    demo.add_argument("--port", type=positive_int, help="default: 7860, or the next free port")
+    demo.add_argument(
+        "--share", action="store_true", help="also open a public link through Gradio's servers (default: off)"
+    )
+    demo.set_defaults(func=_demo)
     return parser
 
 
