@@ -194,6 +194,7 @@ def render_model_card(output_dir: str | Path, repo_id: str | None = None, task_c
         template_path=str(TEMPLATE),
         title=title,
         description=info.get("description", ""),
+        provenance=info.get("provenance", "Trained from scratch"),
         dataset=config.dataset,
         dataset_description=dataset_description,
         sample_grid=sample_grid,
