@@ -43,6 +43,20 @@ def _ui(function):
     return wrapper
 
 
+def _listen(trigger, function, inputs, outputs, model: DemoModel | None, api_name: str | None = None) -> None:
+    """On `trigger` (e.g. `button.click`), run `function` with its errors shown in the page (`_ui`). Each model
+    serves one event at a time, in the queue's order; events of no model run `LIGHT_CONCURRENCY` side by side. An
+    `api_name` documents the event in the app's API (`/api_name` for `gradio_client`); without one it stays
+    callable but undocumented (a second trigger of the same computation)."""
+    concurrency = (
+        {"concurrency_id": model.name, "concurrency_limit": 1}
+        if model is not None
+        else {"concurrency_id": "no-model", "concurrency_limit": LIGHT_CONCURRENCY}
+    )
+    visibility = {"api_name": api_name} if api_name else {"api_visibility": "undocumented"}
+    trigger(_ui(function), inputs, outputs, **concurrency, **visibility)
+
+
 def _slug(name: str) -> str:
     """A model's name as part of an API endpoint name: `/text_to_image_text2img_mnist`."""
     return re.sub(r"\W+", "_", name).strip("_").lower() or "model"
@@ -144,14 +158,9 @@ def _text_to_image_tab(model: DemoModel, key: str) -> None:
         )
 
     inputs = [prompt, negative, steps, guidance, sampler, seed, count]
-    event = {
-        "fn": _ui(text_to_image),
-        "inputs": inputs,
-        "outputs": [gallery, info],
-        "concurrency_id": model.name,
-    }
-    button.click(**event, api_name=f"text_to_image_{_slug(model.name)}")
-    prompt.submit(**event, api_name=False)
+    outputs = [gallery, info]
+    _listen(button.click, text_to_image, inputs, outputs, model, f"text_to_image_{_slug(model.name)}")
+    _listen(prompt.submit, text_to_image, inputs, outputs, model)
 
 
 def _samples_block(model: DemoModel, key: str, class_label) -> list:
@@ -212,13 +221,8 @@ def _samples_block(model: DemoModel, key: str, class_label) -> list:
         def sample(class_label, seed, num_images):
             return callbacks.class_samples(model, class_label, seed, num_images)
 
-    button.click(
-        _ui(sample),
-        [class_label, *options, seed, count],
-        [gallery, info],
-        api_name=f"sample_{_slug(model.name)}",
-        concurrency_id=model.name,
-    )
+    inputs = [class_label, *options, seed, count]
+    _listen(button.click, sample, inputs, [gallery, info], model, f"sample_{_slug(model.name)}")
     return options
 
 
@@ -237,13 +241,8 @@ def _interpolation_block(model: DemoModel, class_label, truncation) -> None:
             model, seed_start, seed_end, num_steps, method, class_label, truncation
         )
 
-    button.click(
-        _ui(interpolate),
-        [class_label, truncation, start, end, steps, method],
-        strip,
-        api_name=f"interpolate_{_slug(model.name)}",
-        concurrency_id=model.name,
-    )
+    inputs = [class_label, truncation, start, end, steps, method]
+    _listen(button.click, interpolate, inputs, strip, model, f"interpolate_{_slug(model.name)}")
 
 
 def _manifold_block(model: DemoModel) -> None:
@@ -264,15 +263,9 @@ def _manifold_block(model: DemoModel) -> None:
     def decode(z1, z2):
         return callbacks.decode_point(model, z1, z2)
 
-    grid.select(_ui(pick), None, [z1, z2], api_name=False, concurrency_id=model.name)
-    for slider in (z1, z2):
-        slider.change(
-            _ui(decode),
-            [z1, z2],
-            point,
-            api_name=f"decode_point_{_slug(model.name)}" if slider is z1 else False,
-            concurrency_id=model.name,
-        )
+    _listen(grid.select, pick, None, [z1, z2], model)
+    _listen(z1.change, decode, [z1, z2], point, model, f"decode_point_{_slug(model.name)}")
+    _listen(z2.change, decode, [z1, z2], point, model)
 
 
 def _attribute_block(model: DemoModel, class_label) -> None:
@@ -295,10 +288,10 @@ def _attribute_block(model: DemoModel, class_label) -> None:
     def edit(attribute, strength, seed, class_label):
         return callbacks.attribute_edit(model, attribute, strength, seed, class_label)
 
-    event = {"fn": _ui(edit), "inputs": [attribute, strength, seed, class_label], "outputs": [sample, edited]}
-    strength.release(**event, api_name=f"attribute_{_slug(model.name)}", concurrency_id=model.name)
+    inputs, outputs = [attribute, strength, seed, class_label], [sample, edited]
+    _listen(strength.release, edit, inputs, outputs, model, f"attribute_{_slug(model.name)}")
     for widget in (attribute, seed):
-        widget.change(**event, api_name=False, concurrency_id=model.name)
+        _listen(widget.change, edit, inputs, outputs, model)
 
 
 def _model_tab(model: DemoModel, key: str) -> None:
@@ -359,16 +352,10 @@ def _forward_process_tab() -> None:
             info = gr.Textbox(value=initial[3], label="ᾱ_t", interactive=False)
     plot = gr.Plot(value=initial[2], label="ᾱ_t against t")
 
-    event = {
-        "fn": _ui(callbacks.forward_process),
-        "inputs": [image, t, seed],
-        "outputs": [linear, cosine, plot, info],
-        "concurrency_id": "forward_process",
-        "concurrency_limit": LIGHT_CONCURRENCY,
-    }
-    t.change(**event, api_name="forward_process")
+    inputs, outputs = [image, t, seed], [linear, cosine, plot, info]
+    _listen(t.change, callbacks.forward_process, inputs, outputs, None, "forward_process")
     for widget in (image, seed):
-        widget.change(**event, api_name=False)
+        _listen(widget.change, callbacks.forward_process, inputs, outputs, None)
 
 
 def build_demo(
