@@ -19,8 +19,14 @@ from .models import DemoModel, load_models
 
 logger = logging.getLogger(__name__)
 
-# Small digits drawn as blocks of pixels, not blurred, when the page scales them up.
-CSS = ".pixelated img, .pixelated canvas { image-rendering: pixelated; }"
+# Small digits drawn as blocks of pixels, not blurred, when the page scales them up; "fill" images scale up to
+# their box (Gradio shows an image smaller than its box at its own size).
+CSS = (
+    ".pixelated img, .pixelated canvas { image-rendering: pixelated; } "
+    ".fill img { width: 100%; height: 100%; object-fit: contain; }"
+)
+# The manifold is shown at its own size (a click's pixel is then the image's pixel), upscaled to at least this.
+MANIFOLD_SIDE = 384
 # System fonts: the page loads nothing from outside the machine it runs on.
 THEME = gr.themes.Default(
     font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
@@ -101,9 +107,16 @@ def _gallery(key: str) -> gr.Gallery:
     )
 
 
-def _image(label: str, value=None, **kwargs) -> gr.Image:
+def _image(label: str, value=None, height: int | None = 200, **kwargs) -> gr.Image:
+    """An output image, scaled up to `height` pixels (None: shown at its own size)."""
     return gr.Image(
-        value=value, label=label, format="png", interactive=False, elem_classes=["pixelated"], **kwargs
+        value=value,
+        label=label,
+        format="png",
+        interactive=False,
+        height=height,
+        elem_classes=["pixelated"] if height is None else ["pixelated", "fill"],
+        **kwargs,
     )
 
 
@@ -234,7 +247,7 @@ def _interpolation_block(model: DemoModel, class_label, truncation) -> None:
         steps = gr.Slider(2, 16, value=8, step=1, label="Steps")
         method = gr.Radio(["slerp", "lerp"], value="slerp", label="Path")
     button = gr.Button("Interpolate")
-    strip = _image("Interpolation")
+    strip = _image("Interpolation", height=160)
 
     def interpolate(class_label, truncation, seed_start, seed_end, num_steps, method):
         return callbacks.interpolation(
@@ -248,13 +261,17 @@ def _interpolation_block(model: DemoModel, class_label, truncation) -> None:
 def _manifold_block(model: DemoModel) -> None:
     """A 2-D latent space: its decoded manifold, and the point picked by a click or two sliders, decoded."""
     picture = callbacks.manifold(model)
+    scale = max(1, -(-MANIFOLD_SIDE // max(picture.size)))
+    picture = picture.resize((picture.width * scale, picture.height * scale), PIL.Image.NEAREST)
     width, height = picture.size
     with gr.Row():
-        grid = _image("Decoded manifold (click a point)", picture, elem_id=f"{_slug(model.name)}-manifold")
+        grid = _image(
+            "Decoded manifold (click a point)", picture, height=None, elem_id=f"{_slug(model.name)}-manifold"
+        )
         with gr.Column():
             z1 = gr.Slider(-3, 3, value=0, step=0.01, label="z₁")
             z2 = gr.Slider(-3, 3, value=0, step=0.01, label="z₂")
-            point = _image("Decoded point", callbacks.decode_point(model, 0.0, 0.0), height=200)
+            point = _image("Decoded point", callbacks.decode_point(model, 0.0, 0.0), height=240)
 
     def pick(event: gr.SelectData):
         x, y = event.index
@@ -341,14 +358,15 @@ def _forward_process_tab() -> None:
                 type="pil",
                 image_mode=None,
                 label="x_0 (upload your own)",
-                elem_classes=["pixelated"],
+                height=240,
+                elem_classes=["pixelated", "fill"],
             )
             t = gr.Slider(0, 999, value=250, step=1, label="t")
             seed = _seed_input("Noise seed")
         with gr.Column(scale=2):
             with gr.Row():
-                linear = _image("x_t, linear schedule", initial[0])
-                cosine = _image("x_t, cosine schedule", initial[1])
+                linear = _image("x_t, linear schedule", initial[0], height=240)
+                cosine = _image("x_t, cosine schedule", initial[1], height=240)
             info = gr.Textbox(value=initial[3], label="ᾱ_t", interactive=False)
     plot = gr.Plot(value=initial[2], label="ᾱ_t against t")
 

@@ -391,7 +391,7 @@ def forward_process(image, t: int, seed: int = 0) -> tuple[PIL.Image.Image, PIL.
         axis.plot(scheduler.alphas_cumprod.double().numpy(), label=f"{name}: ᾱ_t = {alpha_bar[name]:.3f}")
         axis.plot([t], [alpha_bar[name]], "o", color=axis.lines[-1].get_color())
     axis.axvline(t, color="gray", linestyle="--", linewidth=1)
-    axis.set(xlabel="t", ylabel="ᾱ_t", ylim=(0, 1.02), title="ᾱ_t: the share of x_0's variance left in x_t")
+    axis.set(xlabel="t", ylabel="ᾱ_t", ylim=(0, 1.02), title="ᾱ_t of the linear and cosine schedules")
     axis.grid(alpha=0.3)
     axis.legend()
 
