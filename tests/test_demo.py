@@ -53,6 +53,7 @@ TINY = {
     "t2i": lambda: text_to_image_pipeline(),
     "t2i-lcm": lambda: text_to_image_pipeline(LCMScheduler(num_train_timesteps=1000), time_cond_proj_dim=8),
     "ddpm": lambda: pixel_pipeline(2, DDIMScheduler(num_train_timesteps=1000)),
+    "ddpm-uncond": lambda: pixel_pipeline(None),
     "gan": lambda: gan_pipeline(3),
     "ae": lambda: autoencoder_pipeline("mdn-classes", num_classes=10),
     "vae": vae_pipeline,
@@ -103,15 +104,15 @@ def test_each_folder_gets_the_tab_of_its_family_with_the_samplers_that_fit(model
         "t2i": "Text to image · t2i",
         "t2i-lcm": "Few-step text to image · t2i-lcm",
         "ddpm": "Class-conditional diffusion · ddpm",
+        "ddpm-uncond": "Diffusion · ddpm-uncond",
         "gan": "Class-conditional GAN · gan",
         "ae": "Latent explorer (autoencoder) · ae",
         "vae": "Latent explorer (VAE) · vae",
         "vae2d": "Latent explorer (VAE) · vae2d",
     }
-    # The few-step folder is saved under diffusers' LatentConsistencyModelPipeline name and loads all the same.
-    assert (models["t2i-lcm"].path / "model_index.json").read_text().count(
-        "LatentConsistencyModelPipeline"
-    ) == 1
+    # Folders saved under diffusers' names (LatentConsistencyModelPipeline, DDPMPipeline) load all the same.
+    assert '"LatentConsistencyModelPipeline"' in (models["t2i-lcm"].path / "model_index.json").read_text()
+    assert '"DDPMPipeline"' in (models["ddpm-uncond"].path / "model_index.json").read_text()
     assert models["t2i-lcm"].guidance_is_embedded and not models["t2i"].guidance_is_embedded
     assert models["t2i-lcm"].samplers == sorted(CONSISTENCY_SAMPLERS)
     assert models["t2i"].samplers == models["ddpm"].samplers == sorted(SAMPLERS)
@@ -169,6 +170,7 @@ def test_few_step_model_samples_with_consistency_samplers_and_refuses_the_others
     "name, class_label, settings, count",
     [
         ("ddpm", "1", {"guidance_scale": 2.0, "num_inference_steps": 3, "sampler": "ddim"}, 3),
+        ("ddpm-uncond", None, {"num_inference_steps": 2, "sampler": "euler"}, 2),
         ("gan", 2, {"truncation": 1.0}, 2),
         ("ae", 7, {}, 2),
         ("vae", None, {}, 4),
@@ -302,6 +304,10 @@ def test_the_app_answers_gradio_client_on_localhost(server, tmp_path):
     assert [PIL.Image.open(item["image"]).size for item in gallery] == [(SIZE, SIZE)] * 2
     assert "2 images" in info and "EulerDiscreteScheduler" in info
     strip = client.predict(2, 1.5, 0, 1, 4, "lerp", api_name="/interpolate_gan")
+    gallery, _ = client.predict(
+        2, "saved", 0, 3, api_name="/sample_ddpm_uncond"
+    )  # steps, sampler, seed, count
+    assert [PIL.Image.open(item["image"]).size for item in gallery] == [(SIZE, SIZE)] * 3
     assert PIL.Image.open(strip).size == (4 * SIZE, SIZE)
     digit = tmp_path / "digit.png"
     PIL.Image.new("L", (SIZE, SIZE), 255).save(digit)
