@@ -1,4 +1,4 @@
-"""The ``latentzoo`` command line: quickstart, train, generate, evaluate, push, projector, forward-process.
+"""The ``latentzoo`` command line: quickstart, train, generate, evaluate, push, demo, projector, forward-process.
 
 ``generate`` samples a grid from a saved pipeline of any family (a prompt for text-to-image, class labels or nothing
 for the others), with the guidance scale and steps the model was validated with unless told otherwise.
