@@ -18,6 +18,7 @@ from latentzoo.pipelines.loading import load_pipeline
 from latentzoo.pipelines.samplers import make_sampler
 from latentzoo.pipelines.utils import guidance_scale_embedding
 from latentzoo.training import Trainer, list_checkpoints, load_config, train
+from latentzoo.training.cli import main
 from latentzoo.training.tasks.consistency import ConsistencyDistillationTask
 
 # --- sampling a guidance-distilled UNet ---------------------------------------------------------------------
@@ -79,6 +80,22 @@ def test_consistency_samplers_and_only_they_sample_a_consistency_model():
         make_sampler("dpm++", pipe.scheduler.config)
     with pytest.raises(ValueError, match="'lcm' samples consistency-distilled models only"):
         make_sampler("lcm", text_to_image_pipeline().scheduler.config)
+
+
+def test_generate_samples_a_few_step_folder_with_its_samplers_and_refuses_others(capsys, tmp_path):
+    folder = tmp_path / "lcm"
+    lcm_pipeline(default_guidance_scale=3.0, default_num_inference_steps=2).save_pretrained(folder)
+    for sampler in ([], ["--sampler", "tcd"]):
+        output = tmp_path / f"grid{len(sampler)}.png"
+        main(["generate", str(folder), "a 3", "-n", "2", "-o", str(output), *sampler])
+        assert output.is_file()
+    out = capsys.readouterr().out
+    assert "(2 LCMScheduler steps, guidance scale 3.0)" in out and "(2 TCDScheduler steps" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(folder), "a 3", "--sampler", "dpm++"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not sample a consistency-distilled model" in err[0]
 
 
 def test_saved_few_step_defaults_are_used(tmp_path):

@@ -738,7 +738,7 @@ def _add_sampling_args(
 ) -> None:
     """--steps, --guidance-scale, --sampler, --seed (and the judge protocol's options). The first three default to
     None, "what the pipeline was saved with" (the values its model was validated with), in every command."""
-    from ..pipelines.samplers import FLOW_SAMPLERS, SAMPLERS
+    from ..pipelines.samplers import CONSISTENCY_SAMPLERS, FLOW_SAMPLERS, SAMPLERS
 
     saved = "default: the value the model was validated with, saved with it"
     parser.add_argument("--steps", type=positive_int, help=f"diffusion: number of inference steps ({saved})")
@@ -747,9 +747,9 @@ def _add_sampling_args(
     )
     parser.add_argument(
         "--sampler",
-        choices=sorted(set(SAMPLERS) | set(FLOW_SAMPLERS)),
+        choices=sorted(set(SAMPLERS) | set(FLOW_SAMPLERS) | set(CONSISTENCY_SAMPLERS)),
         help="diffusion: default: the scheduler saved with the model; flow-matching models take euler, heun or "
-        "dpm++",
+        "dpm++, few-step (consistency-distilled) models lcm or tcd",
     )
     parser.add_argument("--seed", type=non_negative_int, default=0)
     if per_digit_default is not None or judge_options:
