@@ -249,6 +249,20 @@ def test_bad_distillation_settings_are_refused_before_training(teacher, tmp_path
         load_config(None, lcd_overrides(teacher, tmp_path, "model.guidance_scale_max=3", override))
 
 
+def test_a_few_step_model_is_refused_as_a_teacher(teacher, tmp_path):
+    student = train(load_config(None, lcd_overrides(teacher, tmp_path / "student", "max_train_steps=1")))
+    config = load_config(None, lcd_overrides(student, tmp_path / "again", "max_train_steps=1"))
+    with pytest.raises(ValueError, match="already a few-step"):
+        train(config)
+
+
+def test_a_flow_matching_teacher_is_refused(tmp_path):
+    flow = train(load_config(None, [*tiny_text2img_overrides(tmp_path), "model.objective=flow_matching"]))
+    config = load_config(None, lcd_overrides(flow, tmp_path / "student", "max_train_steps=1"))
+    with pytest.raises(ValueError, match="trained with flow matching"):
+        train(config)
+
+
 def test_a_missing_teacher_is_named_with_the_fix(tmp_path):
     config = load_config(None, lcd_overrides(tmp_path / "nothing", tmp_path / "out", "max_train_steps=1"))
     with pytest.raises(ValueError, match=r"model.teacher.*holds no trained text-to-image pipeline"):

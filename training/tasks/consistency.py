@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 from diffusers import LCMScheduler, UNet2DConditionModel
 
+from ...pipelines.samplers import is_flow_matching
 from ...pipelines.text_to_image import LatentTextToImagePipeline
 from ...pipelines.utils import guidance_scale_embedding
 from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, UnitInterval
@@ -179,7 +180,12 @@ class ConsistencyDistillationTask(TrainingTask):
                 f"The teacher at {path} is conditioned by concatenation; consistency distillation here needs a "
                 "cross-attention text-to-image model (model.conditioning=cross_attention)."
             )
-        if teacher.scheduler.config.get("use_flow_sigmas") or "FlowMatch" in type(teacher.scheduler).__name__:
+        if teacher.guidance_is_embedded:
+            raise ValueError(
+                f"The teacher at {path} is already a few-step (guidance-distilled) model; distil the text-to-image "
+                "model it came from (its `model.teacher`)."
+            )
+        if is_flow_matching(teacher.scheduler.config):
             raise ValueError(
                 f"The teacher at {path} was trained with flow matching; latent consistency distillation here needs a "
                 "noise-schedule teacher (model.objective=ddpm)."
