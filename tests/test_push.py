@@ -303,7 +303,7 @@ def test_card_results_are_machine_readable_and_round_trip(run_folder, tmp_path):
     assert result.metric_type == "prompt-accuracy"
     # The sampler, steps and guidance the numbers were measured with, and the saved defaults.
     assert "Measured with 4 DDIMScheduler steps, guidance scale 2.0." in card.text
-    assert "the pipeline samples with 4 DDIMScheduler steps, guidance scale 2.0" in card.text
+    assert "latentzoo's pipeline class samples with\n4 DDIMScheduler steps, guidance scale 2.0" in card.text
     assert "| steps | 4 |" in card.text and "| training time | 1.5 minutes" in card.text
 
 
