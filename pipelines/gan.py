@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
+from latentzoo.data.attributes import ATTRIBUTE_CLASSES, bin_attribute, measure_attribute_values
 from latentzoo.models.checks import ClassLabels, check_class_labels, check_number
 from latentzoo.models.gan import Generator
 from latentzoo.models.latent_tools import (
@@ -55,6 +57,32 @@ def truncated_noise(
             outside, randn_tensor(shape, generator=generator, device=device, dtype=dtype), latents
         )
     return latents.clamp(-truncation, truncation)
+
+
+class SampledAttributeVector(NamedTuple):
+    r"""
+    What [`GANPipeline.attribute_vector_from_samples`] found.
+
+    Attributes:
+        vector (`torch.Tensor`):
+            (latent_dim,) mean z of the samples measured `high` minus mean z of those measured `low`; pass it to
+            `apply_attribute`.
+        counts (`dict[str, int]`):
+            How many of the samples fell in each class of the attribute, all classes in increasing order (e.g.
+            `{"thin": 712, "regular": 650, "bold": 638}`).
+        latents (`torch.Tensor`):
+            (num_samples, latent_dim) the z's drawn, in order.
+        values (`torch.Tensor`):
+            (num_samples,) the attribute measured on each z's image (e.g. stroke width in pixels).
+        classes (`list[str]`):
+            The class of each sample, from `values` by the attribute's fixed thresholds.
+    """
+
+    vector: torch.Tensor
+    counts: dict[str, int]
+    latents: torch.Tensor
+    values: torch.Tensor
+    classes: list[str]
 
 
 class GANPipeline(DiffusionPipeline):
@@ -233,6 +261,130 @@ class GANPipeline(DiffusionPipeline):
         if labels is not None:
             labels = labels.repeat_interleave(len(strengths))
         return self.decode(latents, labels, output_type, return_dict)
+
+    @torch.no_grad()
+    def attribute_vector_from_samples(
+        self,
+        attribute: str,
+        high: str,
+        low: str,
+        num_samples: int = 2000,
+        class_labels: ClassLabels | None = None,
+        generator: GeneratorArgument = None,
+        truncation: float | None = None,
+        batch_size: int = 500,
+        measure: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
+    ) -> SampledAttributeVector:
+        r"""
+        An attribute vector from the generator's own samples (DCGAN's vector arithmetic, arXiv:1511.06434 sec. 6.3,
+        with a measurement instead of hand-picked samples): draw `num_samples` z's, generate, measure `attribute` on
+        the pixels, sort the samples into the attribute's classes, and return mean z of class `high` minus mean z of
+        class `low` (`latentzoo.models.latent_tools.attribute_vector`).
+
+        Args:
+            attribute (`str`):
+                "weight" (stroke width) or "slant" (shear): `latentzoo.data.attributes`, the measurement behind the
+                mnist captions and the attribute accuracy.
+            high, low (`str`):
+                Two different classes of `attribute`: "thin", "regular", "bold" for weight; "left", "upright",
+                "right" for slant. E.g. `("weight", "bold", "thin")` points from thin towards bold strokes.
+            num_samples (`int`, *optional*, defaults to 2000):
+                How many z's to draw; each class should get enough of them for a stable mean (hundreds).
+            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
+                For a class-conditional generator (required there, an error elsewhere): one int for every sample, or
+                one label per sample, e.g. `cycle_class_labels(num_samples, 10)` for a direction shared by all
+                digits. The labels only condition the images; the vector is a difference of mean z's.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Seeds the z's (a list: one generator per sample, as in `__call__`).
+            truncation (`float`, *optional*):
+                Draw the z's from N(0, I) truncated to [-truncation, truncation], as in `__call__`.
+            batch_size (`int`, *optional*, defaults to 500):
+                Images generated per forward pass (memory only; the result does not depend on it).
+            measure (`Callable`, *optional*):
+                images (B, C, H, W) in [-1, 1] → `{attribute: (B,) values}`; defaults to
+                `latentzoo.data.attributes.measure_attribute_values`, which measures one-channel digits.
+
+        Returns:
+            [`SampledAttributeVector`]: the vector, the count of samples per class, and the z's, values and classes
+            (to reuse the z's, e.g. to show samples of each class).
+
+        Raises:
+            `ValueError`: an unknown attribute or class, `high == low`, a bad count, or a class that got no samples
+            (the message gives every class's count and suggests more samples).
+
+        Example:
+            >>> pipe = GANPipeline.from_pretrained("outputs/gan-mnist")
+            >>> seed = torch.Generator().manual_seed(0)
+            >>> bold = pipe.attribute_vector_from_samples("weight", "bold", "thin", num_samples=2000, generator=seed)
+            >>> bold.counts
+            {'thin': ..., 'regular': ..., 'bold': ...}
+            >>> z = pipe.prepare_latents(4, torch.Generator().manual_seed(1))
+            >>> strips = pipe.apply_attribute(z, bold.vector, strength=[-2, -1, 0, 1, 2]).images
+        """
+        # 1. Check inputs
+        if attribute not in ATTRIBUTE_CLASSES:
+            raise ValueError(
+                f"`attribute` must be one of {sorted(ATTRIBUTE_CLASSES)} (latentzoo.data.attributes), got "
+                f"{attribute!r}."
+            )
+        classes = ATTRIBUTE_CLASSES[attribute]
+        for name, value in (("high", high), ("low", low)):
+            if value not in classes:
+                raise ValueError(
+                    f"`{name}` must be a {attribute} class, one of {list(classes)}, got {value!r}."
+                )
+        if high == low:
+            raise ValueError(
+                f"`high` and `low` must be two different {attribute} classes, got {high!r} twice; e.g. "
+                f"high={classes[-1]!r}, low={classes[0]!r}."
+            )
+        check_number(
+            num_samples, "num_samples", low=2, integer=True, example=2000, hint="hundreds per class at least"
+        )
+        check_positive_int(batch_size, "batch_size")
+        self.check_inputs(num_samples, None, truncation, "pt")
+        labels = self._as_class_labels(class_labels, num_samples, "num_samples")
+        check_generator(generator, num_samples)
+
+        # 2. Draw all z's at once (so a batch size changes nothing), generate and measure in batches
+        latents = self.prepare_latents(num_samples, generator, None, truncation)  # (N, latent_dim)
+        measure = measure or measure_attribute_values
+        values = []
+        for start in range(0, num_samples, batch_size):
+            batch = slice(start, start + batch_size)
+            images = self.generator(latents[batch], None if labels is None else labels[batch])  # [-1, 1]
+            measured = measure(images.float())
+            if not isinstance(measured, dict) or attribute not in measured:
+                raise ValueError(
+                    f"`measure` must return a dict with the key {attribute!r} (like measure_attribute_values), "
+                    f"got {type(measured).__name__}"
+                    + (f" with keys {sorted(measured)}" if isinstance(measured, dict) else "")
+                    + "."
+                )
+            values.append(torch.as_tensor(measured[attribute], dtype=torch.float32).reshape(-1).cpu())
+        values = torch.cat(values)  # (N,)
+        if len(values) != num_samples:
+            raise ValueError(
+                f"`measure` gave {len(values)} values for {num_samples} images; give one per image."
+            )
+        self.maybe_free_model_hooks()
+
+        # 3. Sort into classes, average z per class and subtract
+        sample_classes = bin_attribute(attribute, values)
+        counts = {name: sample_classes.count(name) for name in classes}
+        empty = [name for name in (high, low) if counts[name] == 0]
+        if empty:
+            found = ", ".join(f"{name} {count}" for name, count in counts.items())
+            raise ValueError(
+                f"No sample of the {num_samples} was measured {' or '.join(map(repr, empty))} ({attribute}: {found}): "
+                "no mean latent to take. Draw more samples (`num_samples`), or pick classes the generator draws."
+            )
+        member = {
+            name: torch.tensor([c == name for c in sample_classes], device=latents.device)
+            for name in (high, low)
+        }
+        vector = attribute_vector(latents[member[high]], latents[member[low]])
+        return SampledAttributeVector(vector, counts, latents, values, sample_classes)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
