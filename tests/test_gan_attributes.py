@@ -93,28 +93,21 @@ def test_vector_from_samples_is_the_difference_of_the_two_group_means_of_z(train
 
 def test_the_same_generator_gives_the_same_vector_whatever_the_batch_size():
     pipe = gan_pipeline(num_classes=None)
-    generator_seed, count = 3, 40
+    count = 40
 
     def lean(images: torch.Tensor) -> torch.Tensor:  # a stub "slant": left half minus right half of the ink
-        return images[..., : images.shape[-1] // 2].mean((1, 2, 3)) - images[
-            ..., images.shape[-1] // 2 :
-        ].mean((1, 2, 3))
+        half = images.shape[-1] // 2
+        return images[..., :half].mean((1, 2, 3)) - images[..., half:].mean((1, 2, 3))
 
     with torch.no_grad():
-        centre = lean(
-            pipe(
-                batch_size=count, generator=torch.Generator().manual_seed(generator_seed), output_type="pt"
-            ).images
-            * 2
-            - 1
-        ).median()
+        centre = lean(pipe.generator(seeded_latents(count, pipe.latent_dim))).median()
     runs = [
         pipe.attribute_vector_from_samples(
             "slant",
             "right",
             "left",
             count,
-            generator=torch.Generator().manual_seed(generator_seed),
+            generator=[torch.Generator().manual_seed(i) for i in range(count)],
             batch_size=batch_size,
             measure=lambda images: {"slant": (lean(images) - centre) * 100},
         )
