@@ -15,7 +15,7 @@ from latentzoo.evaluation.images import make_image_grid
 from latentzoo.evaluation.sampling import sampling_settings
 
 from . import callbacks
-from .models import DemoModel, load_models
+from .models import GAN_ATTRIBUTE_SAMPLES, DemoModel, load_models
 
 logger = logging.getLogger(__name__)
 
@@ -285,27 +285,36 @@ def _manifold_block(model: DemoModel) -> None:
     _listen(z2.change, decode, [z1, z2], point, model)
 
 
-def _attribute_block(model: DemoModel, class_label) -> None:
+def _attribute_block(model: DemoModel, class_label, truncation) -> None:
     if not model.attribute_vectors:
         gr.Markdown(model.attribute_note or "No attribute directions for this model.")
         return
     names = list(model.attribute_vectors)
-    gr.Markdown(
-        "Directions measured on the model's digits: mean latent of the third of the validation digits with the "
-        "most of an attribute minus that of the third with the least."
-    )
+    if model.family == "GAN":
+        gr.Markdown(
+            f"Directions found from {GAN_ATTRIBUTE_SAMPLES:,} of the GAN's own samples (DCGAN's vector arithmetic): "
+            "mean z of the samples measured bold (leaning right) minus that of the samples measured thin (leaning "
+            "left); the class stays the same."
+        )
+        limit = 2  # where benchmarks/gan_attributes.py measured them
+    else:
+        gr.Markdown(
+            "Directions measured on the model's digits: mean latent of the third of the validation digits with the "
+            "most of an attribute minus that of the third with the least."
+        )
+        limit = 3
     with gr.Row():
         attribute = gr.Dropdown(names, value=names[0], label="Attribute")
-        strength = gr.Slider(-3, 3, value=1.5, step=0.1, label="Strength")
+        strength = gr.Slider(-limit, limit, value=1.5, step=0.1, label="Strength")
         seed = _seed_input()
     with gr.Row():
         sample = _image("Sample")
         edited = _image("Sample + strength · direction")
 
-    def edit(attribute, strength, seed, class_label):
-        return callbacks.attribute_edit(model, attribute, strength, seed, class_label)
+    def edit(attribute, strength, seed, class_label, truncation):
+        return callbacks.attribute_edit(model, attribute, strength, seed, class_label, truncation)
 
-    inputs, outputs = [attribute, strength, seed, class_label], [sample, edited]
+    inputs, outputs = [attribute, strength, seed, class_label, truncation], [sample, edited]
     _listen(strength.release, edit, inputs, outputs, model, f"attribute_{_slug(model.name)}")
     for widget in (attribute, seed):
         _listen(widget.change, edit, inputs, outputs, model)
@@ -322,6 +331,8 @@ def _model_tab(model: DemoModel, key: str) -> None:
     if model.family == "GAN":
         gr.Markdown("### Interpolation between two seeds")
         _interpolation_block(model, class_label, truncation=options[0])
+        gr.Markdown("### Attributes")
+        _attribute_block(model, class_label, truncation=options[0])
     if model.family == "autoencoder":
         if model.pipeline.latent_dim == 2:
             gr.Markdown("### The 2-D latent space")
@@ -329,7 +340,7 @@ def _model_tab(model: DemoModel, key: str) -> None:
         gr.Markdown("### Interpolation between two samples")
         _interpolation_block(model, class_label, truncation=gr.State(None))
         gr.Markdown("### Attributes")
-        _attribute_block(model, class_label)
+        _attribute_block(model, class_label, truncation=gr.State(None))
 
 
 def example_image() -> PIL.Image.Image | None:

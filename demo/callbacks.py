@@ -321,10 +321,13 @@ def attribute_edit(
     strength: float,
     seed: int = 0,
     class_label: int | str | None = None,
+    truncation: float | None = None,
 ) -> tuple[PIL.Image.Image, PIL.Image.Image]:
-    """The *Latent explorer*'s attribute slider: the prior's sample for `seed`, and the same latent moved by
-    `strength` along a measured attribute direction (`DemoModel.attribute_vectors`: stroke weight, slant)."""
-    _expect(model, "autoencoder")
+    """The attribute slider of the *Latent explorer* and *GAN* tabs: the prior's sample for `seed` (a GAN's
+    z ~ N(0, I), optionally truncated, with class `class_label`), and the same latent moved by `strength` along a
+    measured attribute direction (`DemoModel.attribute_vectors`: stroke weight, slant; a GAN's found from its own
+    samples by `GANPipeline.attribute_vector_from_samples`). A GAN keeps the class at every strength."""
+    _expect(model, "autoencoder", "GAN")
     if not model.attribute_vectors:
         raise ValueError(model.attribute_note or f"{model.name} has no attribute directions.")
     if attribute not in model.attribute_vectors:
@@ -332,11 +335,14 @@ def attribute_edit(
     strength = check_number(strength, "strength", example=1.5)
     label = _class_label(model, class_label)
     seed = _whole(seed, "seed")
+    if truncation and model.family != "GAN":
+        raise ValueError(f"Truncation applies to GANs; {model.name} is a {model.family}.")
+    labels = {"class_labels": label} if model.family == "GAN" and label is not None else {}
     with model.lock:
-        latent = _prior_latent(model.pipeline, seed, label, None)
+        latent = _prior_latent(model.pipeline, seed, label, truncation)
         vector = model.attribute_vectors[attribute]
         images = model.pipeline.apply_attribute(
-            latent, vector, strength=[0.0, strength], output_type="pt"
+            latent, vector, strength=[0.0, strength], output_type="pt", **labels
         ).images
     sample, edited = _pil(images)
     return sample, edited

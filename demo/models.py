@@ -1,5 +1,5 @@
 """The demo's models: each saved folder loaded once, with what its tabs need (family, samplers, a lock, and for an
-autoencoder the attribute directions measured on its data)."""
+autoencoder or a GAN the attribute directions measured on digits: an autoencoder's data, a GAN's own samples)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from latentzoo.data import load_dataset, measure_attribute_values
 from latentzoo.evaluation import pipeline_family
 from latentzoo.evaluation.projector import bold_minus_thin_vector
 from latentzoo.models.autoencoder import VariationalAutoencoder
+from latentzoo.models.checks import cycle_class_labels
 from latentzoo.pipelines.loading import load_pipeline
 from latentzoo.pipelines.samplers import (
     CONSISTENCY_SAMPLERS,
@@ -30,6 +31,14 @@ logger = logging.getLogger(__name__)
 
 # Datasets whose images are digits: stroke weight and slant (latentzoo.data.attributes) are measured on them.
 DIGIT_DATASETS = ("mnist", "digits")
+# A GAN's attribute directions come from this many of its own samples (seeds 0..N-1): a second or two per direction
+# on a CPU for the 32x32 presets, and a few hundred samples in each class the directions average.
+GAN_ATTRIBUTE_SAMPLES = 1000
+# Name of each direction → (attribute, the class it points to, the class it points away from).
+GAN_DIRECTIONS = {
+    "stroke weight (bold − thin)": ("weight", "bold", "thin"),
+    "slant (right − left)": ("slant", "right", "left"),
+}
 
 
 @dataclass
@@ -43,8 +52,9 @@ class DemoModel:
         family: "text-to-image", "pixel diffusion", "autoencoder" or "GAN" (`latentzoo.evaluation.pipeline_family`).
         lock: held while the pipeline samples: a diffusers scheduler keeps state between steps, so one pipeline
             serves one request at a time (the app's queue runs one event per model at a time as well).
-        attribute_vectors: for an autoencoder trained on digits, name → (latent_dim,) direction in its latent space.
-        attribute_note: why an autoencoder has no attribute directions, or None.
+        attribute_vectors: for an autoencoder or a GAN trained on digits, name → (latent_dim,) direction in its
+            latent space.
+        attribute_note: why an autoencoder or a GAN has no attribute directions, or None.
     """
 
     name: str
@@ -137,6 +147,41 @@ def _add_attribute_vectors(model: DemoModel, datasets: dict) -> None:
     model.attribute_vectors = attribute_directions(model.pipeline, datasets[key].pixel_values)
 
 
+def gan_attribute_directions(pipeline, num_samples: int = GAN_ATTRIBUTE_SAMPLES) -> dict[str, torch.Tensor]:
+    """The measured-attribute directions of a GAN's latent space, from its own samples
+    (`GANPipeline.attribute_vector_from_samples`, generator seeds 0..num_samples-1; a class-conditional GAN draws
+    the classes in turn, so one direction serves every class): mean z of the samples measured bold minus that of
+    the thin ones, and right − left by measured slant. A `ValueError` when a class got no sample."""
+    labels = None if pipeline.num_classes is None else cycle_class_labels(num_samples, pipeline.num_classes)
+    return {
+        name: pipeline.attribute_vector_from_samples(
+            attribute,
+            high,
+            low,
+            num_samples,
+            class_labels=labels,
+            generator=[torch.Generator().manual_seed(i) for i in range(num_samples)],
+        ).vector.cpu()
+        for name, (attribute, high, low) in GAN_DIRECTIONS.items()
+    }
+
+
+def _add_gan_attribute_vectors(model: DemoModel) -> None:
+    """Set a GAN's `attribute_vectors` from its own samples, or say in `attribute_note` why there are none (not
+    trained on digits, not grayscale, or samples that never fall in a class: an undertrained GAN)."""
+    name = _training_dataset(model.path) or "mnist"
+    if name not in DIGIT_DATASETS or model.pipeline.generator.config.out_channels != 1:
+        model.attribute_note = (
+            f"Stroke weight and slant are measured on digits; this GAN was trained on {name!r}, so it has no "
+            "attribute directions."
+        )
+        return
+    try:
+        model.attribute_vectors = gan_attribute_directions(model.pipeline)
+    except ValueError as error:
+        model.attribute_note = f"No attribute directions for {model.name}: {error}"
+
+
 def load_models(model_dirs: Sequence[str | Path]) -> list[DemoModel]:
     """Load each saved pipeline folder once (`latentzoo.pipelines.loading.load_pipeline`: every folder kind
     latentzoo saves, also those saved under diffusers' class names).
@@ -165,6 +210,8 @@ def load_models(model_dirs: Sequence[str | Path]) -> list[DemoModel]:
         model = DemoModel(name=name, path=path, pipeline=pipeline, family=pipeline_family(pipeline))
         if model.family == "autoencoder":
             _add_attribute_vectors(model, datasets)
+        elif model.family == "GAN":
+            _add_gan_attribute_vectors(model)
         logger.info("Loaded %s from %s", model.label, path)
         models.append(model)
     return models

@@ -221,6 +221,43 @@ def test_attribute_slider_moves_a_sample_along_the_measured_direction(models):
     assert [image.tobytes() for image in expected] == [sample.tobytes(), edited.tobytes()]
 
 
+def test_gan_attribute_slider_moves_a_sample_along_the_direction_found_from_its_own_samples(
+    models, model_dirs, monkeypatch
+):
+    # The tiny random GAN's samples all measure bold, so it has no directions, and says why.
+    assert not models["gan"].attribute_vectors
+    assert "No sample of the 1000 was measured 'thin'" in models["gan"].attribute_note
+    # With a stubbed measurement that spreads every batch over all classes, loading finds both directions.
+    import latentzoo.pipelines.gan
+
+    def spread(images):
+        return {
+            "weight": torch.linspace(1.5, 3.0, len(images)),
+            "slant": torch.linspace(-0.5, 0.5, len(images)),
+        }
+
+    monkeypatch.setattr(latentzoo.pipelines.gan, "measure_attribute_values", spread)
+    (model,) = load_models([model_dirs["gan"]])
+    assert list(model.attribute_vectors) == ["stroke weight (bold − thin)", "slant (right − left)"]
+    name = "slant (right − left)"
+    vector = model.attribute_vectors[name]
+    assert vector.shape == (model.pipeline.latent_dim,) and vector.norm() > 0
+    sample, edited = callbacks.attribute_edit(model, name, -2.0, seed=3, class_label="2", truncation=1.0)
+    assert sample.size == edited.size == (SIZE, SIZE)
+    # The sample is the GAN's (truncated) draw for class 2 and seed 3; the edit decodes z − 2 · direction, class 2.
+    pipeline = model.pipeline
+    z = pipeline(
+        class_labels=[2], truncation=1.0, generator=torch.Generator().manual_seed(3), output_type="latent"
+    ).images
+    expected = pipeline.decode(torch.cat([z, z - 2.0 * vector]), class_labels=[2, 2]).images
+    assert [image.tobytes() for image in expected] == [sample.tobytes(), edited.tobytes()]
+    # The GAN tab wires it: a strength slider over -2..+2 and its endpoint.
+    demo = build_demo(models=[model])
+    assert "attribute_gan" in {function.api_name for function in demo.fns.values()}
+    sliders = [b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Strength"]
+    assert [(slider.minimum, slider.maximum) for slider in sliders] == [(-2, 2)]
+
+
 def test_forward_process_noises_the_image_under_both_schedules_and_plots_alpha_bar():
     digit = PIL.Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (12, 1)))  # 16x12 grey ramp
     linear, cosine, figure, info = callbacks.forward_process(digit, 500, seed=1)
@@ -259,6 +296,14 @@ def test_forward_process_noises_the_image_under_both_schedules_and_plots_alpha_b
         (lambda m: callbacks.manifold(m["vae"]), "needs a 2-D latent space"),
         (lambda m: callbacks.decode_point(m["vae"], 0, 0), "4-D latent space"),
         (lambda m: callbacks.attribute_edit(m["vae"], "colour", 1.0), "Choose an attribute"),
+        (
+            lambda m: callbacks.attribute_edit(m["gan"], "slant (right − left)", 1.0, 0, 1),
+            "No attribute directions",
+        ),
+        (
+            lambda m: callbacks.attribute_edit(m["vae"], "slant (right − left)", 1.0, truncation=1.0),
+            "Truncation applies to GANs",
+        ),
         (lambda m: callbacks.forward_process(None, 10), "Upload an image"),
         (
             lambda m: callbacks.forward_process(np.zeros((4, 4), np.uint8), 1000),
