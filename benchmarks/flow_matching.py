@@ -1,17 +1,24 @@
-"""Flow matching against the v-prediction DDPM objective, at equal training steps, on `ddpm-mnist-classes`.
+"""Flow matching against the v-prediction DDPM objective, at equal training steps, on `ddpm-mnist-classes` or the
+text-to-image quickstart (`--preset text2img-mnist`).
 
 Trains the preset twice from the same seed, once per objective (`model.objective=ddpm`, the preset's, and
 `model.objective=flow_matching`), with a checkpoint every `--checkpoint-steps`; then the judge scores
 
-- a curve: class accuracy and judge-FID of each checkpoint's EMA weights against training steps, at 20 steps of
+- a curve: the judge's accuracy on the asked digit (class labels; for text to image, prompts with the quickstart's
+  protocol, beside weight and slant accuracy) and judge-FID of each checkpoint's EMA weights against training steps, at 20 steps of
   each objective's default sampler (DPM-Solver++ for both: on the noise schedule, or on the flow's sigmas);
 - a table: the final models at 4, 8 and 20 sampling steps with every sampler that fits them, with images/s.
 
 Every FID stands beside the real-vs-real FID at the same sample count. One command, idle 2-core CPU, ~40 minutes:
 
     python benchmarks/flow_matching.py --output-dir outputs/flow-vs-ddpm
+    python benchmarks/flow_matching.py --preset text2img-mnist --guidance-scale 3 --checkpoint-steps 275 \
+        --output-dir outputs/flow-vs-ddpm-text --name flow_matching_text_to_image \
+        model.vae=outputs/text2img-mnist/vae model.text_encoder=outputs/text2img-mnist/stages/text_encoder
 
-Writes benchmarks/results/flow_matching.{md,jsonl,png}; runs already trained in --output-dir are reused.
+(the last two overrides reuse the quickstart's VAE and contrastive text-encoder stages, so both runs differ only in
+the UNet's objective). Writes benchmarks/results/NAME.{md,jsonl,png}; runs already trained in --output-dir are
+reused.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +38,7 @@ import torch  # noqa: E402
 
 from latentzoo.data import load_dataset  # noqa: E402
 from latentzoo.evaluation import fid_report, load_judge  # noqa: E402
+from latentzoo.evaluation.protocol import evaluate_text_to_image  # noqa: E402
 from latentzoo.evaluation.sampling import sample_images  # noqa: E402
 from latentzoo.pipelines.loading import load_pipeline  # noqa: E402
 from latentzoo.pipelines.samplers import make_sampler  # noqa: E402
@@ -40,9 +49,30 @@ OBJECTIVES = {"ddpm": ("dpm++",), "flow_matching": ("euler", "dpm++", "heun")}
 
 
 def scores(pipeline, judge, reference, per_class: int, steps: int, guidance: float, seed: int) -> dict:
-    """Class accuracy and judge-FID of `per_class` samples of each digit (one generator per image: seed + i)."""
-    labels = [digit for digit in range(10) for _ in range(per_class)]
+    """`per_class` samples of each digit (one generator per image: seed + i): the judge's accuracy on the asked digit
+    (class labels, or prompts with the quickstart's protocol for a text-to-image model) and judge-FID."""
     pipeline.set_progress_bar_config(disable=True)
+    if pipeline.num_classes is None:  # text to image
+        result = evaluate_text_to_image(
+            pipeline,
+            per_digit=per_class,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            seed=seed,
+            judge=judge,
+            reference_images=reference,
+            held_out_per_digit=0,
+        )["metrics"]
+        fid = next(key for key in result if key.startswith("judge-FID"))
+        return {
+            "accuracy": result["prompt accuracy"],
+            "weight_accuracy": result["weight accuracy"],
+            "slant_accuracy": result["slant accuracy"],
+            "judge_fid": result[fid],
+            "real_vs_real_fid": result[f"real-vs-real {fid}"],
+            "images_per_second": result["images/s (sampling)"],
+        }
+    labels = [digit for digit in range(10) for _ in range(per_class)]
     start = time.perf_counter()
     images = sample_images(
         pipeline,
@@ -56,7 +86,7 @@ def scores(pipeline, judge, reference, per_class: int, steps: int, guidance: flo
     seconds = time.perf_counter() - start
     fid = fid_report(judge, images, reference, seed=seed)
     return {
-        "class_accuracy": (judge.predict(images) == torch.tensor(labels)).float().mean().item(),
+        "accuracy": (judge.predict(images) == torch.tensor(labels)).float().mean().item(),
         "judge_fid": fid["fid"],
         "real_vs_real_fid": fid["real_vs_real_fid"],
         "fid_samples": fid["num_samples"],
@@ -136,33 +166,41 @@ def main(argv=None):
     with open(RESULTS / f"{args.name}.jsonl", "w") as f:
         for row in rows:
             f.write(json.dumps({**row, "cpu": platform.processor() or platform.machine()}) + "\n")
+    text = "weight_accuracy" in rows[0]
+    accuracy = "prompt accuracy" if text else "class accuracy"
+    attributes = " | weight accuracy | slant accuracy" if text else ""
+
+    def attribute_cells(row) -> str:
+        return f" | {row['weight_accuracy']:.1%} | {row['slant_accuracy']:.1%}" if text else ""
+
     lines = [
         f"# Flow matching against the DDPM objective ({args.preset}, equal training steps)",
         "",
-        f"`python benchmarks/flow_matching.py {' '.join(args.overrides)}`; {args.per_class} samples per digit, "
+        f"`python benchmarks/flow_matching.py {' '.join(sys.argv[1:] if argv is None else argv)}`; "
+        f"{args.per_class} samples per digit, "
         f"guidance {args.guidance_scale}, seeds {args.seed}+i; judge-FID beside the real-vs-real FID at the same "
         "count. EMA weights.",
         "",
         "## Final models against sampling steps",
         "",
-        "| objective | sampler | steps | class accuracy | judge-FID (real vs real) | images/s |",
-        "|---|---|---|---|---|---|",
+        f"| objective | sampler | steps | {accuracy}{attributes} | judge-FID (real vs real) | images/s |",
+        "|---|---|---|---|---|---|" + "---|" * attributes.count("|"),
     ]
     for r in (r for r in rows if r["kind"] == "steps"):
         lines.append(
-            f"| {r['objective']} | {r['sampler']} | {r['steps']} | {r['class_accuracy']:.1%} | "
+            f"| {r['objective']} | {r['sampler']} | {r['steps']} | {r['accuracy']:.1%}{attribute_cells(r)} | "
             f"{r['judge_fid']:.2f} ({r['real_vs_real_fid']:.2f}) | {r['images_per_second']:.1f} |"
         )
     lines += [
         "",
         "## Against training steps (DPM-Solver++, 20 steps)",
         "",
-        "| objective | training step | class accuracy | judge-FID (real vs real) |",
-        "|---|---|---|---|",
+        f"| objective | training step | {accuracy}{attributes} | judge-FID (real vs real) |",
+        "|---|---|---|---|" + "---|" * attributes.count("|"),
     ]
     for r in (r for r in rows if r["kind"] == "curve"):
         lines.append(
-            f"| {r['objective']} | {r['train_step']} | {r['class_accuracy']:.1%} | "
+            f"| {r['objective']} | {r['train_step']} | {r['accuracy']:.1%}{attribute_cells(r)} | "
             f"{r['judge_fid']:.2f} ({r['real_vs_real_fid']:.2f}) |"
         )
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
@@ -171,9 +209,9 @@ def main(argv=None):
     for objective in OBJECTIVES:
         curve = [r for r in rows if r["kind"] == "curve" and r["objective"] == objective]
         steps = [r["train_step"] for r in curve]
-        left.plot(steps, [r["class_accuracy"] for r in curve], marker="o", label=objective)
+        left.plot(steps, [r["accuracy"] for r in curve], marker="o", label=objective)
         right.plot(steps, [r["judge_fid"] for r in curve], marker="o", label=objective)
-    left.set(xlabel="training step", ylabel="class accuracy (judge)", title="DPM-Solver++, 20 steps")
+    left.set(xlabel="training step", ylabel=f"{accuracy} (judge)", title="DPM-Solver++, 20 steps")
     right.set(xlabel="training step", ylabel="judge-FID", yscale="log", title="lower is better")
     left.legend()
     figure.tight_layout()
