@@ -171,6 +171,9 @@ def test_text_to_image_needs_a_prompt(capsys, folders, tmp_path):
         ("ddpm-classes", ["--truncation", 1], "--truncation"),
         ("text2img", ["a 3", "--class-label", 1], "--class-label"),
         ("gan", ["--negative-prompt", "blurry"], "--negative-prompt"),
+        ("gan", ["--prior", "standard-normal"], "--prior"),
+        ("ddpm", ["--height", 16], "--height"),
+        ("vae", ["--width", 16], "--width"),
     ],
 )
 def test_an_option_the_pipeline_does_not_take_is_one_line(capsys, folders, family, argv, refused):
@@ -325,3 +328,36 @@ def test_the_text_to_image_task_saves_its_validation_settings():
     denoiser = SimpleNamespace(text_encoder=parts.text_encoder, unet=parts.unet, prompt_projection=None)
     pipe = TextToImageTask.make_pipeline(task, {"denoiser": denoiser})
     assert (pipe.config.default_guidance_scale, pipe.config.default_num_inference_steps) == (2.5, 7)
+
+
+def test_generate_sizes_priors_and_devices(capsys, folders, tmp_path):
+    output = tmp_path / "big.png"
+    main(
+        [
+            "generate",
+            str(folders / "text2img"),
+            "a 3",
+            "-n",
+            "2",
+            "--height",
+            "16",
+            "--width",
+            "24",
+            "--device",
+            "cpu",
+            "-o",
+            str(output),
+        ]
+    )
+    assert Image.open(output).size == (2 * 24, 16)  # two images side by side, 24 wide and 16 high
+
+    # An autoencoder with a fitted prior, sampled from it and from N(0, I): different latents, same decoder.
+    folder = tmp_path / "ae"
+    autoencoder_pipeline("gaussian").save_pretrained(folder)
+    grids = {}
+    for prior in ("saved", "standard-normal"):
+        grids[prior] = tmp_path / f"{prior}.png"
+        main(["generate", str(folder), "-n", "4", "--prior", prior, "-o", str(grids[prior])])
+    saved, normal = (np.asarray(Image.open(grids[prior])) for prior in ("saved", "standard-normal"))
+    assert saved.shape == normal.shape and not np.array_equal(saved, normal)
+    assert "from N(0, I)" in capsys.readouterr().out

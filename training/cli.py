@@ -235,6 +235,8 @@ GENERATE_OPTIONS = {
     "steps": "num_inference_steps",
     "guidance_scale": "guidance_scale",
     "truncation": "truncation",
+    "height": "height",
+    "width": "width",
 }
 
 
@@ -249,6 +251,8 @@ def _what_it_takes(kind: type, parameters) -> str:
     ]
     if "scheduler" in inspect.signature(kind.__init__).parameters:
         options.append("--sampler")
+    if "prior" in inspect.signature(kind.__init__).parameters:
+        options.append("--prior")
     prompt = "a prompt" if "prompt" in parameters else "no prompt"
     return f"{prompt}; options {', '.join(options)}" if options else f"{prompt} and no options"
 
@@ -279,13 +283,15 @@ def _check_generate_arguments(args: argparse.Namespace) -> type:
             f"e.g. latentzoo generate {model_dir} -n 16 -o grid.png; score it with `latentzoo evaluate {model_dir}`."
         )
     given = [option for option in GENERATE_OPTIONS if getattr(args, option) is not None]
-    if args.sampler is not None:
-        given.append("sampler")
+    # options that set a component rather than a call argument: the component they set
+    components = {"sampler": "scheduler", "prior": "prior"}
+    given += [option for option in components if getattr(args, option, None) is not None]
+    init_parameters = inspect.signature(kind.__init__).parameters
     refused = [
         "--" + option.replace("_", "-")
         for option in given
-        if (option == "sampler" and "scheduler" not in inspect.signature(kind.__init__).parameters)
-        or (option != "sampler" and GENERATE_OPTIONS[option] not in parameters)
+        if (option in components and components[option] not in init_parameters)
+        or (option not in components and GENERATE_OPTIONS[option] not in parameters)
     ]
     if refused:
         raise ValueError(
@@ -350,11 +356,15 @@ def _generate(args: argparse.Namespace) -> None:
     _check_generate_arguments(args)
     _make_parent(args.output)
     pipeline = _load_pipeline(args.model_dir, args.sampler)
+    if args.prior == "standard-normal":
+        pipeline.register_modules(prior=None)  # the pipeline then draws latents from N(0, I)
+    if args.device is not None:
+        pipeline.to(args.device)
     n = args.num_images
     # Options not given are not passed: the pipeline's saved defaults (what the model was validated with) apply.
     call_kwargs = {
         GENERATE_OPTIONS[option]: getattr(args, option)
-        for option in ("negative_prompt", "steps", "guidance_scale", "truncation")
+        for option in ("negative_prompt", "steps", "guidance_scale", "truncation", "height", "width")
         if getattr(args, option) is not None
     }
     if args.prompt is not None:
@@ -369,6 +379,8 @@ def _generate(args: argparse.Namespace) -> None:
             nrow = min(n, pipeline.num_classes) if args.class_label is None else None
             shown = class_labels if len(class_labels) <= 10 else [*class_labels[:10], "..."]
             what = "of classes " + ", ".join(map(str, shown))
+        if args.prior == "standard-normal":
+            what += " from N(0, I)"
         images = sample_images(pipeline, n, args.seed, class_labels=class_labels, **call_kwargs)
     # sample_images returns [-1, 1]; the grid takes [0, 1].
     make_image_grid((images + 1) / 2, nrow=nrow).save(args.output)
@@ -853,6 +865,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         metavar="T",
         help="GAN: redraw latent entries beyond +-T (the truncation trick; default none)",
+    )
+    generate.add_argument(
+        "--prior",
+        choices=("saved", "standard-normal"),
+        help="autoencoders: sample latents from the prior saved with the model (default) or from N(0, I)",
+    )
+    generate.add_argument(
+        "--height",
+        type=positive_int,
+        help="text-to-image: image height in pixels (default: the trained size)",
+    )
+    generate.add_argument(
+        "--width", type=positive_int, help="text-to-image: image width in pixels (default: the trained size)"
+    )
+    generate.add_argument(
+        "--device", help="where to sample: cpu (default), cuda, cuda:1, mps, ... (any torch device)"
     )
     _add_sampling_args(generate)
     generate.set_defaults(func=_generate)
