@@ -51,9 +51,9 @@ def test_unknown_key_names_the_valid_keys():
 
 
 def test_bad_values_fail_before_training_naming_the_choices():
-    with pytest.raises(ValueError, match=r"mixed_precision.*\['no', 'bf16', 'fp16'\]"):
+    with pytest.raises(ValueError, match=r"mixed_precision.*\['auto', 'no', 'bf16', 'fp16'\]"):
         load_config(None, ["task=autoencoder_kl", "mixed_precision=fp8"])
-    with pytest.raises(ValueError, match=r"attention.*\['sdpa', 'blockwise'\]"):
+    with pytest.raises(ValueError, match=r"attention.*\['auto', 'sdpa', 'blockwise'\]"):
         load_config(None, ["task=autoencoder_kl", "attention=flash"])
     with pytest.raises(ValueError, match=r"reconstruction_loss.*\['l1', 'mse'\]"):
         load_config(None, ["task=autoencoder_kl", "model.reconstruction_loss=huber"])

@@ -68,7 +68,7 @@ NonNegativeFloat = Annotated[float, Range(min=0)]
 UnitInterval = Annotated[float, Range(min=0, max=1, max_exclusive=True)]
 Widths = Annotated[tuple[PositiveInt, ...], NonEmpty()]
 
-MixedPrecision = Literal["no", "bf16", "fp16"]
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 LRScheduler = Literal[
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
 ]
@@ -121,9 +121,13 @@ class TrainingConfig:
     max_grad_norm: PositiveFloat | None = 1.0
     lr_scheduler: LRScheduler = "constant_with_warmup"
     lr_warmup_steps: NonNegativeInt = 0
-    # "bf16" runs autocast on CPU and GPU alike (faster on CPUs with bf16 instructions, more so with
-    # attention="blockwise": benchmarks/results/train_throughput.md); "fp16" needs a GPU.
-    mixed_precision: MixedPrecision = "no"
+    # "bf16" runs autocast on CPU and GPU alike (faster on some CPUs with bf16 instructions, more so with
+    # attention="blockwise", slower on others: benchmarks/results/train_throughput.md); "fp16" needs a GPU. "auto"
+    # chooses at start, with `attention`: on a CPU the fastest of fp32 + SDPA, bf16 + SDPA and bf16 + blockwise over
+    # a few steps of this model at this batch (the bf16 ones where the CPU has bf16 kernels), on a GPU bf16 (fp16
+    # without bf16) and SDPA. The choice and the timings go into training_config.yaml (`speed_probe`); a resumed run
+    # and the stages of this launch reuse it.
+    mixed_precision: MixedPrecision = "auto"
     # torch.compile through Accelerate's dynamo plugin; pays a compile cost at start.
     torch_compile: bool = False
     # CPU, Linux/glibc: keep freed memory in the process instead of page-faulting each step's activations in afresh
@@ -132,7 +136,10 @@ class TrainingConfig:
     # Attention in the trained models' diffusers `Attention` layers: "sdpa" is diffusers' default processor;
     # "blockwise" computes a block of heads at a time (latentzoo.models.attention), faster under bf16 on CPU for the
     # short sequences of small UNets (benchmarks/results/train_throughput.md). Saved models keep no trace of it.
-    attention: Literal["sdpa", "blockwise"] = "sdpa"
+    # "auto": chosen with `mixed_precision` (the probe tries blockwise under bf16 only).
+    attention: Literal["auto", "sdpa", "blockwise"] = "auto"
+    # Written by the Trainer, not a setting: how `auto` was resolved (the probe's seconds per step per setting).
+    speed_probe: dict | None = None
 
     # Exponential moving average of the weights (diffusers' EMAModel); validation and the saved pipeline use it.
     use_ema: bool = False
@@ -214,6 +221,8 @@ def _check_value(name: str, value: Any, annotation: Any) -> Any:
         return value
     if origin is Literal:
         choices = typing.get_args(annotation)
+        if value is False and "no" in choices:  # YAML 1.1 reads a bare `no` (mixed_precision=no) as false
+            value = "no"
         if value not in choices:
             raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
         return value

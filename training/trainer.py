@@ -21,6 +21,8 @@ What it guarantees beyond that loop:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import math
@@ -38,9 +40,17 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.state import AcceleratorState, is_initialized
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    ProjectConfiguration,
+    broadcast_object_list,
+    convert_outputs_to_fp32,
+    parse_flag_from_env,
+    set_seed,
+)
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
@@ -186,6 +196,135 @@ class TrainState:
     images_seen: int = 0
 
 
+# ------------------------------------------------------------------------------------------- speed settings
+# `mixed_precision=auto` / `attention=auto`: timed steps per candidate of the speed probe, each candidate after one
+# untimed warm-up step: a dozen forward and backward passes in all, under 2% of any preset's steps.
+PROBE_STEPS = 3
+# Another candidate replaces the first (fp32 + SDPA) only when at least this much faster: closer timings are noise,
+# and fp32 is the safer arithmetic.
+PROBE_MARGIN = 0.05
+# The probe's clock; tests stub it.
+probe_clock = time.perf_counter
+SPEED_KEYS = ("mixed_precision", "attention")
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (AVX-512 or AMX on x86, BF16 on Arm); without them bf16 autocast
+    is emulated and only loses."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def speed_candidates(mixed_precision: str, attention: str, device: torch.device) -> list[tuple[str, str]]:
+    """The (mixed_precision, attention) settings that `auto` chooses among on `device`, the reference first.
+
+    On a CPU: fp32 + SDPA, then bf16 + SDPA and bf16 + blockwise where the CPU has bf16 kernels (blockwise attention
+    pays off under bf16 only). On a GPU, no probe: bf16 (fp16 without bf16) + SDPA. A value that is not `auto` keeps
+    its meaning and narrows the list to itself.
+    """
+    if mixed_precision != "auto":
+        precisions = [mixed_precision]
+    elif device.type == "cuda":
+        precisions = ["bf16" if torch.cuda.is_bf16_supported() else "fp16"]
+    elif device.type == "cpu" and _cpu_has_bf16():
+        precisions = ["no", "bf16"]
+    else:
+        precisions = ["no"]
+    if attention != "auto":
+        attentions = [attention]
+    else:
+        attentions = ["sdpa", "blockwise"] if device.type == "cpu" else ["sdpa"]
+    return [
+        (precision, kind)
+        for precision in precisions
+        for kind in attentions
+        if attention != "auto" or kind == "sdpa" or precision == "bf16"
+    ]
+
+
+def setting_name(mixed_precision: str, attention: str) -> str:
+    return f"mixed_precision={mixed_precision} attention={attention}"
+
+
+def probe_speed(
+    task: TrainingTask, batch: dict, candidates: list[tuple[str, str]], steps: int = PROBE_STEPS
+) -> dict[tuple[str, str], float]:
+    """Seconds per step of each CPU candidate: `task.training_step` on `batch` and its backward passes, as the Trainer
+    runs them (Accelerate's autocast around each module's forward).
+
+    Each candidate runs on its own copy of the task's modules and takes one warm-up step; then the candidates take
+    turns, one timed step each per round, so a machine that speeds up or slows down meanwhile weighs on all alike.
+    A candidate's fastest step counts: a slower one measured another process or a warm-up that was not over (bf16
+    kernels take a few steps in a fresh process), not the setting. A blockwise candidate of models without diffusers
+    Attention layers is the SDPA one, and is left out when that is a candidate too.
+    """
+    originals = task.trainable_modules()
+    groups = task.optimizer_modules()
+    runs = {}
+    for precision, attention in candidates:
+        modules = {name: copy.deepcopy(module) for name, module in originals.items()}
+        changed = (
+            sum(use_blockwise_attention(m) for m in modules.values()) if attention == "blockwise" else None
+        )
+        if changed == 0 and (precision, "sdpa") in candidates:
+            continue
+        if precision != "no":
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+            for module in modules.values():
+                module.forward = convert_outputs_to_fp32(autocast(module.forward))
+        parameters = {
+            name: [p for m in names for p in modules[m].parameters() if p.requires_grad]
+            for name, names in groups.items()
+        }
+        runs[(precision, attention)] = (modules, parameters)
+    for modules, parameters in runs.values():
+        _probe_step(task, batch, modules, parameters)  # warm-up: first-call allocations and kernel choices
+    times = {candidate: [] for candidate in runs}
+    for _ in range(steps):
+        for candidate, (modules, parameters) in runs.items():
+            start = probe_clock()
+            _probe_step(task, batch, modules, parameters)
+            times[candidate].append(probe_clock() - start)
+    return {candidate: min(seconds) for candidate, seconds in times.items()}
+
+
+def _probe_step(task: TrainingTask, batch: dict, modules: dict, parameters: dict):
+    """One forward and backward pass as `Trainer._micro_step` makes them; no optimizer step (its cost does not
+    depend on the setting)."""
+    outputs = task.training_step(batch, modules, 0)
+    for name, params in parameters.items():
+        outputs[name].backward(inputs=params if len(parameters) > 1 else None)
+    for module in modules.values():
+        module.zero_grad(set_to_none=True)
+
+
+def fastest_setting(seconds: dict[tuple[str, str], float]) -> tuple[str, str]:
+    """The fastest of `probe_speed`'s timings; the first (the reference) unless another beats it by PROBE_MARGIN."""
+    reference = next(iter(seconds))
+    fastest = min(seconds, key=seconds.get)
+    return fastest if seconds[fastest] < (1 - PROBE_MARGIN) * seconds[reference] else reference
+
+
+def recorded_speed_settings(folder: str | Path) -> dict | None:
+    """The mixed_precision, attention and speed_probe that the run in `folder` trained with (its
+    training_config.yaml), or None when it recorded no concrete values."""
+    path = Path(folder) / "training_config.yaml"
+    if not path.is_file():
+        return None
+    saved = yaml.safe_load(path.read_text()) or {}
+    if any(saved.get(key) in (None, "auto") for key in SPEED_KEYS):
+        return None
+    return {key: saved.get(key) for key in (*SPEED_KEYS, "speed_probe")}
+
+
+def with_speed_settings(config: TrainingConfig, settings: dict | None) -> TrainingConfig:
+    """`config` with its `auto` mixed_precision and attention replaced by `settings`' values (and their
+    speed_probe record); `config` itself when nothing is replaced."""
+    chosen = {key: settings[key] for key in SPEED_KEYS if settings and getattr(config, key) == "auto"}
+    if not chosen:
+        return config
+    return dataclasses.replace(config, **chosen, speed_probe=settings["speed_probe"])
+
+
 class Trainer:
     """Trains any :class:`~latentzoo.training.tasks.TrainingTask` from a :class:`TrainingConfig`.
 
@@ -208,8 +347,12 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _setup(self) -> Path | None:
         """Build everything a run needs, in an order that keeps runs reproducible; return the checkpoint to resume."""
-        self._make_accelerator()
+        # Processes and logging before the Accelerator, which fixes mixed precision for the process; `cpu` as the
+        # Accelerator reads it (a CPU world under `accelerate launch`).
+        PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
         resume = self._resolve_resume()
+        self._resolve_speed_settings(resume)
+        self._make_accelerator()
         self._claim_output_dir(resume)
         # Identical initialisation on every process (seeded in _new_task); then per-process noise (DDP broadcasts rank
         # 0's weights anyway).
@@ -225,6 +368,63 @@ class Trainer:
                 config=_flat_hparams(saved_config(self.config, self.dataset)),
             )
         return resume
+
+    def _resolve_speed_settings(self, resume: Path | None):
+        """Replace `auto` mixed_precision and attention in `self.config` by concrete values (see `speed_candidates`):
+        those the resumed run recorded, else the one candidate there is (a GPU; mixed precision already fixed by an
+        Accelerator of this process), else the fastest that `probe_speed` measures. Every process takes rank 0's.
+        The choice and the timings are logged and saved as `speed_probe` in training_config.yaml."""
+        cfg = self.config
+        if "auto" not in (cfg.mixed_precision, cfg.attention):
+            return
+        recorded = recorded_speed_settings(resume.parent.parent) if resume is not None else None
+        settings = recorded or self._measure_speed_settings()
+        (settings,) = broadcast_object_list([settings])
+        self.config = with_speed_settings(cfg, settings)
+        record = settings["speed_probe"] or {}
+        timings = ", ".join(f"{name} {s:.3f}" for name, s in record.get("seconds_per_step", {}).items())
+        logger.info(
+            f"auto: {setting_name(self.config.mixed_precision, self.config.attention)} ("
+            + (
+                f"recorded in {resume.parent.parent / 'training_config.yaml'}, not probed again"
+                if recorded
+                else record["how"]
+            )
+            + (f"; seconds per step: {timings}" if timings else "")
+            + ")",
+            main_process_only=True,
+        )
+
+    def _measure_speed_settings(self) -> dict:
+        """`auto`'s choice on this process: one candidate as it is, several timed by `probe_speed` on this task."""
+        cfg, device = self.config, PartialState().device
+        precision, fixed = cfg.mixed_precision, False
+        # An earlier Trainer of this process created an Accelerator: Accelerate allows no other mixed precision.
+        if precision == "auto" and is_initialized():
+            precision, fixed = AcceleratorState().mixed_precision, True
+        candidates = speed_candidates(precision, cfg.attention, device)
+        record = {"run": str(self.output_dir), "device": device.type}
+        if len(candidates) == 1:
+            chosen = candidates[0]
+            record["how"] = f"the only candidate on {device.type}" + (
+                " with the mixed precision this process's Accelerator fixed" if fixed else ""
+            )
+        else:
+            start = time.perf_counter()
+            _, task = self._new_task()  # the probe's own, seeded like the run's
+            data = task.train_dataset()
+            batch = torch.utils.data.default_collate(
+                [data[i] for i in range(min(cfg.train_batch_size, len(data)))]
+            )
+            seconds = probe_speed(task, batch, candidates)
+            chosen = fastest_setting(seconds)
+            record["how"] = (
+                f"probed: the fastest of {PROBE_STEPS} steps of each setting after a warm-up, batch "
+                f"{cfg.train_batch_size}, {time.perf_counter() - start:.1f} s in all"
+            )
+            record["seconds_per_step"] = {setting_name(*c): round(s, 4) for c, s in seconds.items()}
+        record["chosen"] = setting_name(*chosen)
+        return {"mixed_precision": chosen[0], "attention": chosen[1], "speed_probe": record}
 
     def _make_accelerator(self):
         cfg = self.config
@@ -936,6 +1136,9 @@ def train(config: TrainingConfig, end_training: bool = True) -> Path:
     from .config import stage_configs
 
     stages = stage_configs(config)
+    # What the first model trained in this launch resolved `auto` to, for the rest: Accelerate fixes mixed precision
+    # once per process.
+    settings = None
     # Before anything trains: a stage's hour must not be spent to find that the run's data lacks captions.
     for stage, stage_config in stages:
         if not stage.trained:
@@ -951,5 +1154,6 @@ def train(config: TrainingConfig, end_training: bool = True) -> Path:
         logging.getLogger(__name__).info(
             f"Stage {stage.name}: {stage.config} on {stage_config.dataset} -> {stage.output_dir}"
         )
-        train(stage_config, end_training=False)
-    return Trainer(config).train(end_training=end_training)
+        train(with_speed_settings(stage_config, settings), end_training=False)
+        settings = settings or recorded_speed_settings(stage.output_dir)
+    return Trainer(with_speed_settings(config, settings)).train(end_training=end_training)
