@@ -278,3 +278,17 @@ def test_every_process_trains_with_rank_0s_choice(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert [(output_dir / f"rank{rank}.txt").read_text() for rank in (0, 1)] == ["2 bf16 sdpa"] * 2
     assert saved(output_dir)["speed_probe"]["seconds_per_step"][BF16_SDPA] == 1.0
+
+
+def test_every_preset_names_its_speed_settings_so_it_never_probes():
+    """A preset gives the same weights on any machine: `auto` would let the probe, and so the load of the machine,
+    choose the precision."""
+    from pathlib import Path
+
+    from latentzoo.training import load_config
+
+    presets = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
+    assert len(presets) >= 15
+    for preset in presets:
+        config = load_config(preset.stem)
+        assert "auto" not in (config.mixed_precision, config.attention), preset.stem

@@ -203,7 +203,8 @@ def _load_pipeline(path: str, sampler: str | None = None):
     pipeline = load_pipeline(path)
     if sampler is not None and "scheduler" in pipeline.components:
         pipeline.scheduler = make_sampler(sampler, pipeline.scheduler.config)
-    pipeline.set_progress_bar_config(disable=True)
+    # A diffusion pipeline's bar counts the denoising steps of each call (a batch of images), on stderr.
+    pipeline.set_progress_bar_config(desc="sampling", leave=False)
     return pipeline
 
 
