@@ -10,7 +10,8 @@ For each trained preset (`gan-mnist`, unconditional; `gan-mnist-classes`, class-
    turn, the same label at every strength): the attribute measured on every image, the share of samples whose value
    rises from strength 0 to +2 (falls to −2), the mean value and the share in the target class per strength, how
    often the judge reads the same digit as at strength 0 (and, conditional, the requested one);
-3. the control: a random direction of the same norm, at ±2 — what any push of that size does.
+3. the control: each z pushed along a random direction of its own, of the same norm, at ±2 — what any push of that
+   size does.
 
     OMP_NUM_THREADS=1 nice -n 19 latentzoo train gan-mnist output_dir=RUNS/gan-mnist          # train first
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/gan_attributes.py --runs RUNS
@@ -92,35 +93,52 @@ def rises(values: list[torch.Tensor], strengths: tuple[float, ...], low: float, 
     return (values[strengths.index(high)] > values[strengths.index(low)]).float().mean().item()
 
 
-def measure_run(pipe: GANPipeline, judge, name: str, args) -> tuple[list[dict], list[torch.Tensor]]:
+def measure_run(pipe: GANPipeline, judge, name: str, args) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """One row per attribute (`found: False` with the reason when a class got no sample) and the figure's strips:
+    attribute → (STRIP_ROWS * S, C, H, W), or "classes" → z's per class when no vector was found."""
     n, count = args.num_samples, args.num_test
     conditional = pipe.num_classes is not None
     find_labels = cycle_class_labels(n, pipe.num_classes) if conditional else None
     test_labels = torch.tensor(cycle_class_labels(count, pipe.num_classes)) if conditional else None
     latents = pipe.prepare_latents(count, seeded(count, TEST_SEED)).cpu()
-    rows, strips = [], []
+    # How far z moves each attribute at all: the spread of the measured values over the fresh z's, within a digit
+    # (the requested class; unconditional: the judge's reading).
+    plain = decode(pipe, latents, test_labels)
+    plain_values = measure_attribute_values(plain)
+    digits = test_labels if conditional else judge.predict(plain).cpu()
+    spread = {}
+    for attribute in ATTRIBUTE_CLASSES:
+        values = plain_values[attribute]
+        within = [values[digits == d].std().item() for d in digits.unique() if (digits == d).sum() >= 5]
+        spread[attribute] = {"std": values.std().item(), "within_digit_std": sum(within) / len(within)}
+    rows, strips = [], {}
     for attribute, high, low, _ in DIRECTIONS:
         start = time.perf_counter()
-        found = pipe.attribute_vector_from_samples(
-            attribute, high, low, n, class_labels=find_labels, generator=seeded(n, args.seed)
-        )
+        base = {"run": name, "attribute": attribute, "direction": f"{high} − {low}", "num_samples": n}
+        base.update(conditional=conditional, spread=spread[attribute])
+        try:
+            found = pipe.attribute_vector_from_samples(
+                attribute, high, low, n, class_labels=find_labels, generator=seeded(n, args.seed)
+            )
+        except ValueError as error:  # a class the GAN never draws: no vector to measure
+            rows.append({**base, "found": False, "error": str(error)})
+            print(json.dumps(rows[-1]), flush=True)
+            continue
         vector = found.vector.cpu()
         measured = measure_strengths(pipe, judge, latents, test_labels, vector, attribute, high, STRENGTHS)
         values = measured.pop("values")
         monotone = torch.stack(values).diff(dim=0).gt(0).all(0).float().mean().item()
-        # Control: a random direction of the same norm (seeded), at -2, 0 and +2.
-        random = torch.randn(vector.shape, generator=torch.Generator().manual_seed(args.seed + 1)).to(vector)
-        random = random * vector.norm() / random.norm()
+        # Control: each z pushed along a random direction of its own, of the vector's norm (seeded), at -2, 0, +2.
+        random = torch.randn(latents.shape, generator=torch.Generator().manual_seed(args.seed + 1)).to(vector)
+        random = random * vector.norm() / random.norm(dim=1, keepdim=True)
         control_strengths = (-2.0, 0.0, 2.0)
         control = measure_strengths(
             pipe, judge, latents, test_labels, random, attribute, high, control_strengths
         )
         control_values = control.pop("values")
         row = {
-            "run": name,
-            "attribute": attribute,
-            "direction": f"{high} − {low}",
-            "num_samples": n,
+            **base,
+            "found": True,
             "counts": found.counts,
             "vector_norm": vector.norm().item(),
             "num_test": count,
@@ -138,29 +156,36 @@ def measure_run(pipe: GANPipeline, judge, name: str, args) -> tuple[list[dict], 
         rows.append(row)
         print(json.dumps(row), flush=True)
         strip_labels = None if test_labels is None else test_labels[:STRIP_ROWS]
-        strips.append(
-            pipe.apply_attribute(
-                latents[:STRIP_ROWS], vector, list(STRENGTHS), class_labels=strip_labels, output_type="pt"
-            ).images.cpu()
+        strips[attribute] = pipe.apply_attribute(
+            latents[:STRIP_ROWS], vector, list(STRENGTHS), class_labels=strip_labels, output_type="pt"
+        ).images.cpu()
+    if not strips and conditional:  # nothing to add: show what z does instead, 2 * S + 1 z's per class
+        z = latents[: 2 * len(STRENGTHS) + 1]
+        strips["classes"] = torch.cat(
+            [pipe.decode(z, [c] * len(z), output_type="pt").images.cpu() for c in range(STRIP_ROWS)]
         )
     return rows, strips
 
 
-def figure(strips: dict[str, list[torch.Tensor]], path: Path) -> None:
+def figure(strips: dict[str, dict[str, torch.Tensor]], path: Path) -> None:
     """One picture: a block of `STRIP_ROWS` rows per run; each row is the weight strip (−2..+2), a blank, the slant
-    strip of the same z."""
-    rows = []
-    for weight, slant in strips.values():
-        s = len(STRENGTHS)
-        weight, slant = (
-            weight.view(STRIP_ROWS, s, *weight.shape[1:]),
-            slant.view(STRIP_ROWS, s, *slant.shape[1:]),
-        )
-        blank = torch.zeros_like(weight[:, :1])
-        rows.append(torch.cat([weight, blank, slant], dim=1))  # (rows, 2s + 1, C, H, W)
-        rows.append(torch.zeros_like(rows[-1][:1]))  # a blank row between runs
-    grid = torch.cat(rows[:-1]).flatten(0, 1)
-    image = make_image_grid(grid, nrow=2 * len(STRENGTHS) + 1)
+    strip of the same z (blank where no vector was found). A run without any vector shows, per row, one class drawn
+    from 2 * S + 1 different z's instead."""
+    width, blocks = 2 * len(STRENGTHS) + 1, []
+    for run in strips.values():
+        if "classes" in run:
+            blocks.append(run["classes"].view(STRIP_ROWS, width, *run["classes"].shape[1:]))
+        else:
+            some = next(iter(run.values()))
+            blank = torch.zeros(STRIP_ROWS, len(STRENGTHS), *some.shape[1:])
+            weight, slant = (
+                run[a].view(STRIP_ROWS, len(STRENGTHS), *some.shape[1:]) if a in run else blank
+                for a in ("weight", "slant")
+            )
+            blocks.append(torch.cat([weight, blank[:, :1], slant], dim=1))  # (rows, 2S + 1, C, H, W)
+        blocks.append(torch.zeros_like(blocks[-1][:1]))  # a blank row between runs
+    grid = torch.cat(blocks[:-1]).flatten(0, 1)
+    image = make_image_grid(grid, nrow=width)
     image.resize((image.width * 2, image.height * 2), 0).save(path)  # 0: NEAREST
 
 
@@ -186,19 +211,38 @@ def report(rows: list[dict], trained: list[str], args, minutes: float) -> list[s
         "beyond ±0.15). Applied to "
         f"{args.num_test} fresh z's (seeds {TEST_SEED}..{TEST_SEED + args.num_test - 1}; class-conditional: the "
         'classes 0-9 in turn, the same label at every strength). "Same digit": the judge reads the same digit as '
-        "at strength 0. Control: a random direction of the same norm, at ±2.",
+        "at strength 0. Control: each z pushed along a random direction of its own, of the vector's norm, at ±2.",
         "",
         "## Samples per class when finding the vectors",
         "",
         "| run | attribute | samples per class | vector norm |",
         "|---|---|---|---|",
     ]
+    found = [row for row in rows if row["found"]]
     for row in rows:
-        counts = ", ".join(f"{name} {count}" for name, count in row["counts"].items())
-        lines.append(
-            f"| `{row['run']}` | {row['attribute']} ({row['direction']}) | {counts} | {row['vector_norm']:.2f} |"
-        )
+        if row["found"]:
+            counts = ", ".join(f"{name} {count}" for name, count in row["counts"].items())
+            norm = f"{row['vector_norm']:.2f}"
+        else:
+            counts, norm = f"no vector: {row['error']}", "–"
+        lines.append(f"| `{row['run']}` | {row['attribute']} ({row['direction']}) | {counts} | {norm} |")
     words = {attribute: unit for attribute, _, _, unit in DIRECTIONS}
+    lines += [
+        "",
+        "## How far z moves each attribute at all",
+        "",
+        f"Standard deviation of the measured value over the {args.num_test} fresh z's at strength 0: over all of them, "
+        "and within a digit (mean over digits; class-conditional: the requested class, unconditional: the judge's "
+        "reading).",
+        "",
+        "| run | attribute | std over z | std over z within a digit |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{row['run']}` | {words[row['attribute']]} | {row['spread']['std']:.3f} | "
+        f"{row['spread']['within_digit_std']:.3f} |"
+        for row in rows
+    ]
     lines += [
         "",
         "## Per strength",
@@ -207,7 +251,7 @@ def report(rows: list[dict], trained: list[str], args, minutes: float) -> list[s
         "judge reads the requested digit |",
         "|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
+    for row in found:
         for i, strength in enumerate(row["strengths"]):
             accuracy = percent(row["label_accuracy"][i]) if "label_accuracy" in row else "–"
             lines.append(
@@ -219,12 +263,12 @@ def report(rows: list[dict], trained: list[str], args, minutes: float) -> list[s
         "",
         "## Does the measured value move the way the vector points?",
         "",
-        "| run | vector | rises from 0 to +2 | falls from 0 to −2 | rises at every step −2..+2 | random direction "
-        "of the same norm: rises 0 → +2 / falls 0 → −2 | same digit at +2 (random direction) | "
+        "| run | vector | rises from 0 to +2 | falls from 0 to −2 | rises at every step −2..+2 | random directions "
+        "of the same norm: rises 0 → +2 / falls 0 → −2 | same digit at +2 (random directions) | "
         "other attribute's mean, −2 → +2 |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
+    for row in found:
         control = row["random_direction"]
         lines.append(
             f"| `{row['run']}` | {row['direction']} | **{percent(row['rises_0_to_+2'])}** | "
@@ -233,12 +277,21 @@ def report(rows: list[dict], trained: list[str], args, minutes: float) -> list[s
             f"{percent(row['same_digit'][-1])} ({percent(control['same_digit'][-1])}) | "
             f"{row['other_attribute']} {row['mean_other'][0]:.3f} → {row['mean_other'][-1]:.3f} |"
         )
+    runs = sorted({row["run"] for row in rows}, key=RUNS.index)
+    without = [run for run in runs if not any(r["found"] for r in found if r["run"] == run)]
     lines += [
         "",
         "![Strips](gan_attributes.png)",
         "",
-        f"`gan_attributes.png`: per run ({', '.join(sorted(set(r['run'] for r in rows), key=RUNS.index))}, top to bottom) {STRIP_ROWS} fresh z's; each row "
-        "is the bold − thin strip at strengths −2..+2, a blank, then the right − left strip of the same z.",
+        f"`gan_attributes.png`, top to bottom: {', '.join(f'`{run}`' for run in runs)}. A run with vectors: "
+        f"{STRIP_ROWS} fresh z's, each row the bold − thin strip at strengths −2..+2, a blank, then the right − left "
+        "strip of the same z."
+        + (
+            f" {', '.join(f'`{run}`' for run in without)} (no vector found): the classes 0-{STRIP_ROWS - 1}, one per "
+            f"row, each drawn from the same {2 * len(STRENGTHS) + 1} fresh z's."
+            if without
+            else ""
+        ),
         "",
     ]
     return lines
