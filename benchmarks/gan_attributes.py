@@ -125,6 +125,14 @@ def measure_run(pipe: GANPipeline, judge, name: str, args) -> tuple[list[dict], 
             print(json.dumps(rows[-1]), flush=True)
             continue
         vector = found.vector.cpu()
+        # Which digits the two groups draw (the judge's reading, % of each group): a difference the mean z's carry.
+        read = judge.predict(
+            decode(pipe, found.latents.cpu(), find_labels and torch.tensor(find_labels))
+        ).cpu()
+        digit_mix = {}
+        for group in (high, low):
+            member = torch.tensor([c == group for c in found.classes])
+            digit_mix[group] = (torch.bincount(read[member], minlength=10) / member.sum()).tolist()
         measured = measure_strengths(pipe, judge, latents, test_labels, vector, attribute, high, STRENGTHS)
         values = measured.pop("values")
         monotone = torch.stack(values).diff(dim=0).gt(0).all(0).float().mean().item()
@@ -141,6 +149,7 @@ def measure_run(pipe: GANPipeline, judge, name: str, args) -> tuple[list[dict], 
             "found": True,
             "counts": found.counts,
             "vector_norm": vector.norm().item(),
+            "digit_mix": digit_mix,
             "num_test": count,
             **measured,
             "rises_0_to_+2": rises(values, STRENGTHS, 0.0, 2.0),
@@ -226,6 +235,15 @@ def report(rows: list[dict], trained: list[str], args, minutes: float) -> list[s
         else:
             counts, norm = f"no vector: {row['error']}", "–"
         lines.append(f"| `{row['run']}` | {row['attribute']} ({row['direction']}) | {counts} | {norm} |")
+    lines += [
+        "",
+        "Digits the judge reads in each group the vector averages (% of the group, 0..9):",
+        "",
+    ]
+    for row in found:
+        for group, shares in row["digit_mix"].items():
+            mix = " ".join(f"{share:.0%}" for share in shares)
+            lines.append(f"- `{row['run']}`, {row['attribute']} {group} ({row['counts'][group]}): {mix}")
     words = {attribute: unit for attribute, _, _, unit in DIRECTIONS}
     lines += [
         "",
