@@ -59,10 +59,12 @@ class AutoencoderOutput(BaseOutput):
         latent_mean, latent_logvar (`torch.Tensor`, *optional*): (B, D) the posterior's parameters (VAE only).
     """
 
+    # Defaults only so that the output can be rebuilt from a dict, as Accelerate's mixed-precision wrapper does with
+    # `type(output)({...})` (diffusers' BaseOutput takes a lone mapping as every field); `forward` sets all four.
     sample: torch.Tensor
-    latents: torch.Tensor
-    loss: torch.Tensor
-    reconstruction_loss: torch.Tensor
+    latents: torch.Tensor = None
+    loss: torch.Tensor = None
+    reconstruction_loss: torch.Tensor = None
     kl: torch.Tensor | None = None
     latent_mean: torch.Tensor | None = None
     latent_logvar: torch.Tensor | None = None

@@ -40,9 +40,11 @@ class MixtureDensityOutput(BaseOutput):
         loss (`torch.Tensor`, *optional*): scalar mean negative log-likelihood of `target` (nats per sample).
     """
 
+    # Defaults only so that the output can be rebuilt from a dict (Accelerate's mixed-precision wrapper does
+    # `type(output)({...})`); `forward` sets the first three.
     logits: torch.Tensor
-    means: torch.Tensor
-    stds: torch.Tensor
+    means: torch.Tensor = None
+    stds: torch.Tensor = None
     loss: torch.Tensor | None = None
 
 

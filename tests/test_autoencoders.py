@@ -358,3 +358,49 @@ def test_latent_manifold_needs_a_2d_latent_space_and_projector_checks_counts(tmp
     # A single metadata column has no header row, as TensorBoard expects.
     write_projector(tmp_path, torch.zeros(3, 2), {"label": [1, 2, 3]})
     assert (tmp_path / "metadata.tsv").read_text().splitlines() == ["1", "2", "3"]
+
+
+def test_autoencoder_and_mdn_tasks_train_under_bf16_autocast(tmp_path):
+    """Accelerate's mixed-precision wrapper rebuilds a model's output from a dict (`type(output)({...})`): the
+    autoencoder's and the MDN's outputs must allow it. A fresh process: Accelerate fixes the precision per process."""
+    import subprocess
+    import sys
+
+    stage = {
+        "task": "vae",
+        "dataset": "digits",
+        "max_train_steps": 2,
+        "train_batch_size": 16,
+        "report_to": "none",
+        "num_validation_images": 4,
+        "model": {"latent_dim": 2, "block_out_channels": [8, 16]},
+    }
+    (tmp_path / "vae.yaml").write_text(json.dumps(stage))
+    run = {
+        "task": "mdn_prior",
+        "dataset": "digits",
+        "output_dir": str(tmp_path / "mdn"),
+        "max_train_steps": 2,
+        "train_batch_size": 16,
+        "report_to": "none",
+        "num_validation_images": 10,
+        "mixed_precision": "bf16",
+        "attention": "sdpa",
+        "model": {
+            "autoencoder": str(tmp_path / "vae"),
+            "autoencoder_config": str(tmp_path / "vae.yaml"),
+            "hidden_dims": [16],
+        },
+    }
+    (tmp_path / "mdn.yaml").write_text(json.dumps(run))
+    result = subprocess.run(
+        [sys.executable, "-m", "latentzoo.training.cli", "train", str(tmp_path / "mdn.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mixed precision bf16" in result.stderr
+    for folder in ("vae", "mdn"):
+        assert (tmp_path / folder / "training_config.yaml").is_file()
