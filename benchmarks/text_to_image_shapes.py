@@ -37,6 +37,7 @@ def run_facts(run: Path) -> dict:
     facts = {
         "run": run.name,
         "conditioning": config["model"]["conditioning"],
+        "objective": config["model"].get("objective", "ddpm"),
         "unet_steps": state["global_step"],
         "unet_minutes": state["elapsed_seconds"] / 60,
     }
@@ -133,6 +134,7 @@ def main() -> None:
     header = [
         "run",
         "conditioning",
+        "objective",
         "UNet steps",
         *SHAPES_FAMILIES,
         "overall",
@@ -141,7 +143,8 @@ def main() -> None:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["run"], row["conditioning"], f"{row['unet_steps']:,}" if row["unet_steps"] else ""]
+        cells = [row["run"], row["conditioning"], row.get("objective") or ""]
+        cells.append(f"{row['unet_steps']:,}" if row["unet_steps"] else "")
         cells += [f"{row[family]:.3f}" for family in (*SHAPES_FAMILIES, "overall")]
         cells.append(f"{row['images_per_second']:.1f}" if row["images_per_second"] else "")
         cells.append(f"{row['vae_recovery']:.3f}" if row["vae_recovery"] is not None else "")
