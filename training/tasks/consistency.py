@@ -33,6 +33,7 @@ from ...pipelines.utils import guidance_scale_embedding
 from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, UnitInterval
 from .base import Stage, TaskConfig, TrainingTask
 from .text_to_image import LatentDataset, first_captions
+from .text_tower import token_ids
 
 # What an LCMScheduler takes over from the teacher's scheduler: its noise schedule and what its UNet predicts.
 _SCHEDULE_KEYS = (
@@ -208,13 +209,7 @@ class ConsistencyDistillationTask(TrainingTask):
         return {"target": self.target}
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
-        return self.tokenizer(
-            texts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
+        return token_ids(self.tokenizer, texts)
 
     @torch.no_grad()
     def _update_target(self, step: int) -> None:

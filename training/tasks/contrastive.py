@@ -30,7 +30,7 @@ from ...data import load_clip_tokenizer
 from ...models.contrastive import ConvImageEncoder, caption_targets, contrastive_loss
 from ..config import PositiveFloat, PositiveInt, Range, Widths
 from .base import TrainingTask
-from .text_tower import TextTowerConfig
+from .text_tower import TextTowerConfig, token_ids
 
 
 @dataclass
@@ -140,13 +140,7 @@ class ContrastiveTextTask(TrainingTask):
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         # Padding to the longest caption of the batch is exact: the causal mask keeps trailing pads out of every
         # earlier position, the pooled <|endoftext|> one included.
-        return self.tokenizer(
-            texts,
-            padding="longest",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
+        return token_ids(self.tokenizer, texts, padding="longest")
 
     def loss(self, dual_encoder, pixel_values: torch.Tensor, texts: list[str]) -> torch.Tensor:
         """The contrastive loss of one batch of (image, caption) pairs through `dual_encoder`."""

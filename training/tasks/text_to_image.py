@@ -21,7 +21,7 @@ from ...pipelines.text_to_image import LatentTextToImagePipeline
 from ..config import NonNegativeFloat, PositiveInt, UnitInterval, Widths
 from .base import Stage, TrainingTask
 from .diffusion import DiffusionConfig, make_objective
-from .text_tower import TextTowerConfig
+from .text_tower import TextTowerConfig, token_ids
 
 
 @dataclass
@@ -246,13 +246,7 @@ class TextToImageTask(TrainingTask):
         return {"denoiser": self.denoiser}
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
-        return self.tokenizer(
-            texts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
+        return token_ids(self.tokenizer, texts)
 
     def training_step(self, batch, modules, step):
         mean, std = batch["latent_mean"], batch["latent_std"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+import torch
 from transformers import CLIPTextModel
 
 from ...models.contrastive import small_clip_text_model
@@ -45,3 +46,11 @@ class TextTowerConfig(TaskConfig):
             self.text_intermediate_size,
             self.max_prompt_length,
         )
+
+
+def token_ids(tokenizer, texts: list[str], padding: str = "max_length") -> torch.Tensor:
+    """(B, L) input ids of `texts`, truncated to the tokenizer's `model_max_length`; padded to that length
+    (`"max_length"`, what the pipelines feed the text encoder at inference) or to the longest text (`"longest"`)."""
+    return tokenizer(
+        texts, padding=padding, max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
