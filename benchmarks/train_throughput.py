@@ -135,7 +135,9 @@ def bare_loop(
 
 
 def trainer_run(unet_json: Path, steps: int, warmup: int, output_dir: Path, **settings):
-    """Train through the Trainer; returns (median s/step after warm-up, loss per step)."""
+    """Train through the Trainer; returns (median s/step after warm-up, loss per step). Settings not given are fp32
+    and SDPA, never the Trainer's `auto` (which would probe instead of measuring the row's setting)."""
+    settings = {"mixed_precision": "no", "attention": "sdpa", **settings}
     UnconditionalDDPMBenchTask.step_times = []
     UnconditionalDDPMBenchTask.losses = []
     # Settings differ between runs in this one process: start each from a fresh (single-process) state.
