@@ -14,6 +14,7 @@ exit status 128 + the signal number (143, 130).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import logging
@@ -350,6 +351,8 @@ def _make_parent(path: str) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
+    import torch
+
     from ..evaluation.images import make_image_grid
     from ..evaluation.sampling import sample_images
 
@@ -368,9 +371,17 @@ def _generate(args: argparse.Namespace) -> None:
         for option in ("negative_prompt", "steps", "guidance_scale", "truncation", "height", "width")
         if getattr(args, option) is not None
     }
+    # bf16 autocast: matmuls and convolutions in bf16, the scheduler and the rest in fp32 (README: 1.6-1.75x the
+    # images/s on a 2-core CPU with bf16 kernels, the same judge scores).
+    precision = (
+        torch.autocast(pipeline.device.type, dtype=torch.bfloat16)
+        if args.precision == "bf16"
+        else contextlib.nullcontext()
+    )
     if args.prompt is not None:
         class_labels, nrow, what = None, n, f"for {args.prompt!r}"
-        images = sample_images(pipeline, n, args.seed, prompt=[args.prompt] * n, **call_kwargs)
+        with precision:
+            images = sample_images(pipeline, n, args.seed, prompt=[args.prompt] * n, **call_kwargs)
     else:
         class_labels = _class_labels(pipeline, args.class_label, n, args.model_dir)
         if class_labels is None:
@@ -382,10 +393,13 @@ def _generate(args: argparse.Namespace) -> None:
             what = "of classes " + ", ".join(map(str, shown))
         if args.prior == "standard-normal":
             what += " from N(0, I)"
-        images = sample_images(pipeline, n, args.seed, class_labels=class_labels, **call_kwargs)
+        with precision:
+            images = sample_images(pipeline, n, args.seed, class_labels=class_labels, **call_kwargs)
     # sample_images returns [-1, 1]; the grid takes [0, 1].
     make_image_grid((images + 1) / 2, nrow=nrow).save(args.output)
     settings = _describe_settings(pipeline, call_kwargs, class_labels)
+    if args.precision == "bf16":
+        settings += " under bf16 autocast"
     print(f"Wrote {n} images {what}{settings} to {args.output}")
 
 
@@ -882,6 +896,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument(
         "--device", help="where to sample: cpu (default), cuda, cuda:1, mps, ... (any torch device)"
+    )
+    generate.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: sample under bf16 autocast (faster where the hardware has bf16 kernels; default fp32)",
     )
     _add_sampling_args(generate)
     generate.set_defaults(func=_generate)
