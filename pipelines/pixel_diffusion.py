@@ -15,9 +15,10 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers import KarrasDiffusionSchedulers
 
-from latentzoo.models.checks import ClassLabels, check_class_labels, check_number
+from latentzoo.models.checks import ClassLabels, check_class_labels
 from latentzoo.pipelines.loading import SavedAsDiffusersPipeline
 from latentzoo.pipelines.utils import (
+    SavedSamplingDefaults,
     apply_classifier_free_guidance,
     check_eta,
     check_generator,
@@ -34,7 +35,7 @@ from latentzoo.pipelines.utils import (
 )
 
 
-class PixelDiffusionPipeline(SavedAsDiffusersPipeline, DiffusionPipeline):
+class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, DiffusionPipeline):
     r"""
     Image generation with a diffusion model on pixels.
 
@@ -58,7 +59,6 @@ class PixelDiffusionPipeline(SavedAsDiffusersPipeline, DiffusionPipeline):
 
     # A call's values when neither it nor the saved config (folders saved before these keys existed) gives any.
     fallback_guidance_scale = 1.0
-    fallback_num_inference_steps = 50
 
     def __init__(
         self,
@@ -68,19 +68,10 @@ class PixelDiffusionPipeline(SavedAsDiffusersPipeline, DiffusionPipeline):
         default_num_inference_steps: int | None = None,
     ):
         super().__init__()
-        if default_guidance_scale is not None:
-            default_guidance_scale = check_number(
-                default_guidance_scale, "default_guidance_scale", low=0, example=2.0
-            )
-        if default_num_inference_steps is not None:
-            default_num_inference_steps = check_number(
-                default_num_inference_steps, "default_num_inference_steps", low=1, integer=True, example=20
-            )
         self.register_modules(unet=unet, scheduler=scheduler)
         # Not modules: saved in model_index.json and given back to __init__ by `from_pretrained`.
-        self.register_to_config(
-            default_guidance_scale=default_guidance_scale,
-            default_num_inference_steps=default_num_inference_steps,
+        self.register_sampling_defaults(
+            default_guidance_scale, default_num_inference_steps, guidance_example=2.0
         )
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
 
@@ -90,18 +81,6 @@ class PixelDiffusionPipeline(SavedAsDiffusersPipeline, DiffusionPipeline):
         UNet's last class embedding, index `num_classes`) is not one of them: it is the guidance's "no label"."""
         num_class_embeds = self.unet.config.num_class_embeds
         return None if num_class_embeds is None else num_class_embeds - 1
-
-    @property
-    def default_guidance_scale(self) -> float:
-        """The `guidance_scale` of a call with class labels that gives none: the saved one, else 1.0."""
-        saved = self.config.get("default_guidance_scale")
-        return self.fallback_guidance_scale if saved is None else saved
-
-    @property
-    def default_num_inference_steps(self) -> int:
-        """The `num_inference_steps` of a call that gives none: the saved number, else 50."""
-        saved = self.config.get("default_num_inference_steps")
-        return self.fallback_num_inference_steps if saved is None else saved
 
     @property
     def guidance_scale(self) -> float:

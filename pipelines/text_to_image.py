@@ -23,10 +23,10 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import logging
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from latentzoo.models.checks import check_number
 from latentzoo.models.conditioning import PromptProjection
 from latentzoo.pipelines.loading import SavedAsDiffusersPipeline
 from latentzoo.pipelines.utils import (
+    SavedSamplingDefaults,
     apply_classifier_free_guidance,
     check_callback_tensor_inputs,
     check_eta,
@@ -73,7 +73,7 @@ def stable_diffusion_samples_with(scheduler) -> bool:
     return config.get("steps_offset", 1) == 1 or config.get("timestep_spacing") in ("linspace", "trailing")
 
 
-class LatentTextToImagePipeline(SavedAsDiffusersPipeline, DiffusionPipeline):
+class LatentTextToImagePipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, DiffusionPipeline):
     r"""
     Text-to-image generation with a latent diffusion model.
 
@@ -106,7 +106,6 @@ class LatentTextToImagePipeline(SavedAsDiffusersPipeline, DiffusionPipeline):
 
     # A call's values when neither it nor the saved config (folders saved before these keys existed) gives any.
     fallback_guidance_scale = 7.5
-    fallback_num_inference_steps = 50
 
     def __init__(
         self,
@@ -120,14 +119,6 @@ class LatentTextToImagePipeline(SavedAsDiffusersPipeline, DiffusionPipeline):
         default_num_inference_steps: int | None = None,
     ):
         super().__init__()
-        if default_guidance_scale is not None:
-            default_guidance_scale = check_number(
-                default_guidance_scale, "default_guidance_scale", low=0, example=3.0
-            )
-        if default_num_inference_steps is not None:
-            default_num_inference_steps = check_number(
-                default_num_inference_steps, "default_num_inference_steps", low=1, integer=True, example=20
-            )
         self.register_modules(
             vae=vae,
             text_encoder=text_encoder,
@@ -137,9 +128,8 @@ class LatentTextToImagePipeline(SavedAsDiffusersPipeline, DiffusionPipeline):
             prompt_projection=prompt_projection,
         )
         # Not modules: saved in model_index.json and given back to __init__ by `from_pretrained`.
-        self.register_to_config(
-            default_guidance_scale=default_guidance_scale,
-            default_num_inference_steps=default_num_inference_steps,
+        self.register_sampling_defaults(
+            default_guidance_scale, default_num_inference_steps, guidance_example=3.0
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
@@ -148,18 +138,6 @@ class LatentTextToImagePipeline(SavedAsDiffusersPipeline, DiffusionPipeline):
     def num_classes(self) -> None:
         """None: conditioned on prompts, never on class labels (every latentzoo pipeline answers `num_classes`)."""
         return None
-
-    @property
-    def default_guidance_scale(self) -> float:
-        """The `guidance_scale` of a call that gives none: the saved one, else 7.5."""
-        saved = self.config.get("default_guidance_scale")
-        return self.fallback_guidance_scale if saved is None else saved
-
-    @property
-    def default_num_inference_steps(self) -> int:
-        """The `num_inference_steps` of a call that gives none: the saved number, else 50."""
-        saved = self.config.get("default_num_inference_steps")
-        return self.fallback_num_inference_steps if saved is None else saved
 
     # Read at every step, so a `callback_on_step_end` may switch guidance off mid-way (e.g. diffusers'
     # `SDCFGCutoffCallback`, which sets `pipe._guidance_scale = 0.0` and keeps the conditional embeddings).

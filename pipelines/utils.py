@@ -250,3 +250,43 @@ def postprocess_images(
     """
     check_output_type(output_type)
     return image_processor.postprocess(images, output_type=output_type)
+
+
+class SavedSamplingDefaults:
+    """Mixin of a diffusion pipeline saved with the sampling settings its model was validated with.
+
+    `default_guidance_scale` and `default_num_inference_steps` live in the pipeline's config (model_index.json, given
+    back to `__init__` by `from_pretrained`); a call that leaves them out uses them. A folder saved without them uses
+    the class's `fallback_guidance_scale` / `fallback_num_inference_steps`.
+    """
+
+    fallback_guidance_scale: float
+    fallback_num_inference_steps: int = 50
+
+    def register_sampling_defaults(
+        self, guidance_scale: float | None, num_inference_steps: int | None, guidance_example: float
+    ) -> None:
+        """Check the saved defaults (None: not saved) and register them to the config."""
+        if guidance_scale is not None:
+            guidance_scale = check_number(
+                guidance_scale, "default_guidance_scale", low=0, example=guidance_example
+            )
+        if num_inference_steps is not None:
+            num_inference_steps = check_number(
+                num_inference_steps, "default_num_inference_steps", low=1, integer=True, example=20
+            )
+        self.register_to_config(
+            default_guidance_scale=guidance_scale, default_num_inference_steps=num_inference_steps
+        )
+
+    @property
+    def default_guidance_scale(self) -> float:
+        """The `guidance_scale` of a call that gives none: the saved one, else `fallback_guidance_scale`."""
+        saved = self.config.get("default_guidance_scale")
+        return self.fallback_guidance_scale if saved is None else saved
+
+    @property
+    def default_num_inference_steps(self) -> int:
+        """The `num_inference_steps` of a call that gives none: the saved number, else `fallback_num_inference_steps`."""
+        saved = self.config.get("default_num_inference_steps")
+        return self.fallback_num_inference_steps if saved is None else saved
