@@ -164,6 +164,7 @@ class ConsistencyDistillationTask(TrainingTask):
         self.target.requires_grad_(False).eval()
 
         self.unconditional_ids = self.tokenize([""])
+        self._unconditional: torch.Tensor | None = None  # its hidden states: the text encoder is frozen
         if config.validation_prompts is None:
             config.validation_prompts = tuple(first_captions(dataset, 10))
 
@@ -247,7 +248,9 @@ class ConsistencyDistillationTask(TrainingTask):
     def teacher_step(self, noisy, start, end, text, scales) -> torch.Tensor:
         """One DDIM step (η = 0) of the teacher from z_t at `start` to `end`, guided with scales s (B,): the guided
         x̂_0 and ε̂ are cond + (s - 1)(cond - uncond), and z_t' = sqrt(ᾱ_t') x̂_0 + sqrt(1 - ᾱ_t') ε̂."""
-        unconditional = self.text_encoder(self.unconditional_ids.to(noisy.device))[0].expand_as(text)
+        if self._unconditional is None or self._unconditional.device != noisy.device:
+            self._unconditional = self.text_encoder(self.unconditional_ids.to(noisy.device))[0]
+        unconditional = self._unconditional.expand_as(text)
         conditional_output, unconditional_output = self.teacher_unet(
             torch.cat([noisy, noisy]),
             torch.cat([start, start]),
