@@ -1,4 +1,4 @@
-"""Training throughput of the Trainer against a bare PyTorch loop doing the same step, in one run.
+"""Training throughput of the Trainer against diffusers' own example and a bare PyTorch loop, in one run.
 
 The model is the UNet2DModel of ../shared/bench/unet_small.json (the one diffusers' `train_unconditional.py`
 example was measured with), trained as an unconditional DDPM (epsilon loss, linear schedule, AdamW) on `mnist`
@@ -6,11 +6,13 @@ at 32x32, batch 64, the grayscale digits repeated to the config's 3 channels as 
 
     python benchmarks/train_throughput.py [--steps 12] [--config ../shared/bench/unet_small.json]
 
-Reports s/step and img/s for: a bare loop and the Trainer at equal settings, alternating (fp32 with diffusers' SDPA
-attention, and bf16 autocast with blockwise attention, the fastest setting); the Trainer's other settings (bf16
-autocast, torch.compile, `attention=blockwise` in fp32, `retain_cpu_memory`, the last beside a bare loop with the
-same allocator setting, since it is process-wide); the achieved FLOP/s (torch.utils.flop_counter counts one step)
-against this CPU's measured matmul peak; where a step's time goes (torch.profiler, by op group); and a quality
+Reports s/step and img/s, every ratio against rows of the same run: diffusers' `train_unconditional.py` loop
+(`example_loop`: its data pipeline, a `datasets.Dataset` of PNG images transformed per item with PIL, and its training
+step, at its default fp32 and at `--mixed_precision bf16`), a bare loop and the Trainer at equal settings, and the
+Trainer's `auto` choice, all alternating over two rounds; the Trainer's other settings (bf16 autocast, torch.compile,
+`attention=blockwise` in fp32, `retain_cpu_memory`, the last beside a bare loop with the same allocator setting,
+since it is process-wide); the achieved FLOP/s (torch.utils.flop_counter counts one step) against this CPU's
+measured matmul peaks; where a step's time goes (torch.profiler, by op group, fp32 against bf16); and a quality
 check: the same seed trained fp32 vs the fastest setting, compared on training and held-out validation loss.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -25,13 +28,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
+import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import ProjectConfiguration
 from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_scheduler
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
 
 from latentzoo.data import load_dataset
+from latentzoo.data.imagefolder import resize_and_center_crop
 from latentzoo.models.attention import use_blockwise_attention
 from latentzoo.training import Trainer, TrainingConfig
 from latentzoo.training.cpu_memory import retain_freed_memory
@@ -39,6 +51,8 @@ from latentzoo.training.tasks.base import TaskConfig, TrainingTask
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_UNET = ROOT.parent.parent / "shared" / "bench" / "unet_small.json"
+EXAMPLE_FP32 = "diffusers example, fp32 (its default)"
+TRAINER_AUTO = "Trainer, `auto`"
 
 
 def unet_from_json(path: Path) -> UNet2DModel:
@@ -134,6 +148,127 @@ def bare_loop(
     return seconds_per_step(times, warmup)
 
 
+def example_dataset(resolution: int = 32) -> datasets.Dataset:
+    """The training digits as `train_unconditional.py` reads an image folder: a `datasets.Dataset` of PNG-encoded
+    images, decoded and transformed item by item through `set_transform`, with the example's transforms
+    (`image.convert("RGB")`, `Resize(resolution, BILINEAR)`, `CenterCrop(resolution)`, `ToTensor()`,
+    `Normalize([0.5], [0.5])`). torchvision does not install beside this CPU torch, so its transforms are written
+    here with PIL and numpy, rounding as torchvision does (`resize_and_center_crop`)."""
+    digits = load_dataset("mnist").pixel_values[:, 0]  # the 32x32 training digits in [-1, 1]
+    arrays = ((digits + 1) * 127.5).round().to(torch.uint8).numpy()
+    dataset = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(array) for array in arrays]},
+        features=datasets.Features({"image": datasets.Image()}),
+    )
+
+    def to_tensor(image: Image.Image) -> torch.Tensor:  # torchvision's ToTensor on a PIL image
+        array = torch.from_numpy(np.array(image, copy=True))
+        return (
+            array.view(image.size[1], image.size[0], len(image.getbands())).permute(2, 0, 1).float().div(255)
+        )
+
+    def transform_images(examples):
+        return {
+            "input": [
+                (
+                    to_tensor(
+                        resize_and_center_crop(image.convert("RGB"), resolution, Image.Resampling.BILINEAR)
+                    )
+                    - 0.5
+                )
+                / 0.5
+                for image in examples["image"]
+            ]
+        }
+
+    dataset.set_transform(transform_images)
+    return dataset
+
+
+def example_loop(
+    unet_json: Path,
+    steps: int,
+    warmup: int,
+    work_dir: Path,
+    batch_size: int = 64,
+    mixed_precision: str = "no",
+) -> tuple[float, float]:
+    """diffusers' `examples/unconditional_image_generation/train_unconditional.py`, the part that runs per step, with
+    its defaults: AdamW (betas 0.95 / 0.999, weight decay 1e-6, eps 1e-8), a cosine schedule with 500 warm-up steps,
+    Accelerate's `accumulate` / `backward` / `clip_grad_norm_`, the tensorboard logger it logs loss and lr to at every
+    step, a tqdm bar, `dataloader_num_workers=0`, no EMA; inputs and noise cast to the mixed-precision dtype as it
+    casts them. Returns (median s/step after warm-up, median s of those steps spent fetching the batch)."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(work_dir), logging_dir=str(work_dir / "logs")),
+    )
+    torch.manual_seed(0)
+    model = unet_from_json(unet_json)
+    weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    noise_scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon"
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8
+    )
+    train_dataloader = torch.utils.data.DataLoader(
+        example_dataset(), batch_size=batch_size, shuffle=True, num_workers=0
+    )
+    num_epochs = math.ceil((steps + warmup + 1) / len(train_dataloader))
+    lr_scheduler = get_scheduler(
+        "cosine",
+        optimizer=optimizer,
+        num_warmup_steps=500,
+        num_training_steps=len(train_dataloader) * num_epochs,
+    )
+    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, lr_scheduler
+    )
+    accelerator.init_trackers("train_unconditional")
+    starts, fetch_seconds, global_step = [], [], 0
+    for epoch in range(num_epochs):
+        model.train()
+        progress_bar = tqdm(total=len(train_dataloader), disable=not accelerator.is_local_main_process)
+        progress_bar.set_description(f"Epoch {epoch}")
+        fetch_start = time.perf_counter()
+        for batch in train_dataloader:
+            starts.append(time.perf_counter())
+            fetch_seconds.append(starts[-1] - fetch_start)
+            if len(starts) == steps + warmup + 1:
+                break
+            clean_images = batch["input"].to(weight_dtype)
+            noise = torch.randn(clean_images.shape, dtype=weight_dtype, device=clean_images.device)
+            bsz = clean_images.shape[0]
+            timesteps = torch.randint(
+                0, noise_scheduler.config.num_train_timesteps, (bsz,), device=clean_images.device
+            ).long()
+            noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)
+            with accelerator.accumulate(model):
+                model_output = model(noisy_images, timesteps).sample
+                loss = F.mse_loss(model_output.float(), noise.float())
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            if accelerator.sync_gradients:
+                progress_bar.update(1)
+                global_step += 1
+            logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0], "step": global_step}
+            progress_bar.set_postfix(**logs)
+            accelerator.log(logs, step=global_step)
+            fetch_start = time.perf_counter()
+        progress_bar.close()
+        if len(starts) == steps + warmup + 1:
+            break
+    accelerator.end_training()
+    return seconds_per_step(starts, warmup), statistics.median(fetch_seconds[warmup + 1 : steps + warmup + 1])
+
+
 def trainer_run(unet_json: Path, steps: int, warmup: int, output_dir: Path, **settings):
     """Train through the Trainer; returns (median s/step after warm-up, loss per step). Settings not given are fp32
     and SDPA, never the Trainer's `auto` (which would probe instead of measuring the row's setting)."""
@@ -180,6 +315,8 @@ OP_GROUPS = {
     "convolution": ("convolution",),
     "group norm": ("group_norm",),
     "matmul (linear layers)": ("aten::mm", "aten::addmm"),
+    # bf16 autocast casts weights and activations at every op: here is what that costs.
+    "copies and dtype conversions (copy_, _to_copy)": ("aten::copy_", "aten::_to_copy"),
 }
 
 
@@ -282,14 +419,42 @@ def main(argv=None):
     def bare(config=args.config, steps=args.steps, **settings):
         return lambda round_: bare_loop(config, steps, args.warmup, **settings)
 
+    def example(mixed_precision="no"):
+        def run(round_):
+            seconds, fetch = example_loop(
+                args.config,
+                args.steps,
+                args.warmup,
+                args.work_dir / f"example-{mixed_precision}-{round_}",
+                mixed_precision=mixed_precision,
+            )
+            name = "bf16" if mixed_precision == "bf16" else "fp32"
+            example_fetch[name] = min(fetch, example_fetch.get(name, fetch))
+            return seconds
+
+        return run
+
+    def trainer_auto(round_):
+        folder = args.work_dir / f"auto-{round_}"
+        seconds = trainer_run(
+            args.config, args.steps, args.warmup, folder, mixed_precision="auto", attention="auto"
+        )[0]
+        auto_choices.append(yaml.safe_load((folder / "training_config.yaml").read_text())["speed_probe"])
+        return seconds
+
+    example_fetch, auto_choices = {}, []
     fastest = {"mixed_precision": "bf16", "attention": "blockwise"}
-    # Equal settings, bare loop and Trainer alternating: at fp32 with SDPA and at the fastest setting.
+    # diffusers' example, the bare loop and the Trainer at equal settings (fp32 with SDPA, and bf16 autocast with
+    # blockwise attention), and the Trainer's own choice, alternating: background load biases none of them.
     timed = alternate(
         {
+            EXAMPLE_FP32: example(),
+            "diffusers example, `--mixed_precision bf16`": example("bf16"),
             "bare PyTorch loop, fp32": bare(),
             "Trainer, fp32 (equal settings)": trainer("fp32"),
             "bare PyTorch loop, bf16 autocast + blockwise attention": bare(bf16=True, blockwise=True),
             "Trainer, bf16 autocast + blockwise attention (equal settings)": trainer("fastest", **fastest),
+            TRAINER_AUTO: trainer_auto,
         }
     )
     timed |= alternate(
@@ -329,31 +494,52 @@ def main(argv=None):
     )
     timed |= retained
 
-    # s/step of diffusers' train_unconditional.py on this model and data, measured on this machine
-    example = 1.8
-    bare_fp32 = timed["bare PyTorch loop, fp32"]
+    chosen = sorted({record["chosen"] for record in auto_choices})
+    auto_name = f"Trainer, `auto` (chose {' / '.join(f'`{c}`' for c in chosen)})"
+    timed = {auto_name if name == TRAINER_AUTO else name: seconds for name, seconds in timed.items()}
+    example_fp32, bare_fp32 = timed[EXAMPLE_FP32], timed["bare PyTorch loop, fp32"]
     lines = [
-        "# Training throughput: Trainer vs bare PyTorch loop",
+        "# Training throughput: the Trainer, diffusers' example and a bare PyTorch loop, in one run",
         "",
         f"`python benchmarks/train_throughput.py --steps {args.steps}` on {platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}. Model: `{args.config.name}` "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. "
+        f"**Matmul peak measured in this run (2048² matmul): fp32 {peak_fp32 / 1e9:.0f} GFLOP/s, bf16 "
+        f"{peak_bf16 / 1e9:.0f} GFLOP/s.** Model: `{args.config.name}` "
         f"(UNet2DModel, {sum(p.numel() for p in unet_from_json(args.config).parameters()) / 1e6:.1f} M parameters), "
         "unconditional DDPM step on `mnist` 32x32, batch 64, AdamW, grad-norm clip 1.0; median of "
-        f"{args.steps} steps after {args.warmup} warm-up steps; the first four rows, and the last two, alternate over "
-        f"two rounds and keep their better one. One step = {flops / 1e9:.1f} GFLOP "
-        "(torch.utils.flop_counter, forward + backward). Matmul peak measured here (2048² matmul): "
-        f"fp32 {peak_fp32 / 1e9:.0f} GFLOP/s, bf16 {peak_bf16 / 1e9:.0f} GFLOP/s.",
+        f"{args.steps} steps after {args.warmup} warm-up steps. The first seven rows, and the last two, alternate "
+        f"over two rounds and keep their better one; the other four take one round. One step = {flops / 1e9:.1f} "
+        "GFLOP (torch.utils.flop_counter, forward + backward). Every ratio is against a row of this run.",
         "",
-        "| setting | s/step | img/s | vs bare fp32 loop | vs diffusers example (1.8 s/step) | GFLOP/s | % of peak |",
+        "diffusers example: the loop of `examples/unconditional_image_generation/train_unconditional.py` "
+        "(`example_loop`): its data pipeline (a `datasets.Dataset` of PNG images decoded and transformed per item "
+        "with PIL: RGB, bilinear resize, centre crop, to tensor, normalize; `dataloader_num_workers=0`), its step "
+        "(Accelerate's `accumulate` / `backward` / `clip_grad_norm_`, AdamW, cosine schedule) and its per-step "
+        "tensorboard log and tqdm bar. Fetching a batch through that pipeline took "
+        + ", ".join(f"{seconds:.3f} s ({name})" for name, seconds in example_fetch.items())
+        + " of its step.",
+        "",
+        "| setting | s/step | img/s | vs diffusers example (fp32, its default) | vs bare fp32 loop | GFLOP/s | "
+        "% of that precision's matmul peak |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, seconds in timed.items():
-        peak = peak_bf16 if "bf16" in name else peak_fp32
+        bf16 = "bf16" in (chosen[0] if name == auto_name and len(chosen) == 1 else name)
+        peak = peak_bf16 if bf16 else peak_fp32
         achieved = flops / seconds
         lines.append(
-            f"| {name} | {seconds:.3f} | {64 / seconds:.1f} | {bare_fp32 / seconds:.2f}x | {example / seconds:.2f}x | "
-            f"{achieved / 1e9:.0f} | {achieved / peak:.0%} |"
+            f"| {name} | {seconds:.3f} | {64 / seconds:.1f} | {example_fp32 / seconds:.2f}x | "
+            f"{bare_fp32 / seconds:.2f}x | {achieved / 1e9:.0f} | {achieved / peak:.0%} |"
         )
+    probe = auto_choices[0]
+    lines += [
+        "",
+        f"`auto`'s probe in its first round ({probe['how']}): "
+        + ", ".join(
+            f"`{name}` {seconds:.3f} s" for name, seconds in probe.get("seconds_per_step", {}).items()
+        )
+        + " per forward + backward pass.",
+    ]
 
     def overhead(trainer_name, bare_name):
         return f"{timed[trainer_name] / timed[bare_name] - 1:+.1%}"
@@ -382,7 +568,9 @@ def main(argv=None):
     lines += [
         "",
         "Where a step's time goes (torch.profiler, self CPU seconds per step of the bare loop, batch 64, 2 steps "
-        "after a warm-up; the profiler adds its own overhead):",
+        "after a warm-up; the profiler adds its own overhead). Read it beside this run's matmul peaks, fp32 "
+        f"{peak_fp32 / 1e9:.0f} and bf16 {peak_bf16 / 1e9:.0f} GFLOP/s: bf16 pays where its kernels are faster than "
+        "fp32's by more than the conversions it adds cost.",
         "",
         f"| op group | {' | '.join(columns)} |",
         "|---|" + "---|" * len(columns),
@@ -390,6 +578,9 @@ def main(argv=None):
             f"| {group} | " + " | ".join(f"{breakdown[column][group]:.3f}" for column in columns) + " |"
             for group in breakdown["fp32"]
         ),
+        "| **total** | "
+        + " | ".join(f"**{sum(breakdown[column].values()):.3f}**" for column in columns)
+        + " |",
     ]
 
     if args.quality_steps:

@@ -432,11 +432,13 @@ def image_to_array(image: Image.Image, channels: int, image_size: int) -> np.nda
     return np.asarray(resize_and_center_crop(image, image_size))
 
 
-def resize_and_center_crop(image: Image.Image, image_size: int) -> Image.Image:
-    """Resize the shorter side to `image_size` (bicubic, antialiased), then crop the centre square.
+def resize_and_center_crop(
+    image: Image.Image, image_size: int, resample: Image.Resampling = Image.Resampling.BICUBIC
+) -> Image.Image:
+    """Resize the shorter side to `image_size` (bicubic by default, antialiased), then crop the centre square.
 
     Sizes and offsets round as torchvision's `Resize(image_size)` + `CenterCrop(image_size)` do, the
-    transforms of diffusers' `train_text_to_image.py`.
+    transforms of diffusers' `train_text_to_image.py` (bicubic) and `train_unconditional.py` (bilinear).
     """
     width, height = image.size
     if (width, height) == (image_size, image_size):
@@ -446,7 +448,7 @@ def resize_and_center_crop(image: Image.Image, image_size: int) -> Image.Image:
     else:
         new_width, new_height = int(image_size * width / height), image_size
     if (new_width, new_height) != (width, height):
-        image = image.resize((new_width, new_height), resample=Image.Resampling.BICUBIC)
+        image = image.resize((new_width, new_height), resample=resample)
     left = int(round((new_width - image_size) / 2.0))
     top = int(round((new_height - image_size) / 2.0))
     return image.crop((left, top, left + image_size, top + image_size))
