@@ -6,8 +6,14 @@
     Discriminator: (B, C, H, W) → [conv 4x4 stride 2, LeakyReLU(0.2)] per block → flatten → h (B, F)
                    → linear → one realness score (logit) per image, (B,)
 
-Class conditioning: the generator concatenates a learned class embedding to z; the discriminator is a projection
-discriminator (Miyato & Koyama, arXiv:1802.05637), `score = linear(h) + <embed(y), h>`. Spectral normalisation
+Class conditioning: the generator concatenates a learned class embedding to z (`class_conditioning="concat"`) or
+gives every batch norm class-conditional gains and biases (`"batch_norm"`, conditional batch norm as in SNGAN /
+BigGAN, arXiv:1802.05637 sec. 5); the discriminator is a projection discriminator (Miyato & Koyama,
+arXiv:1802.05637), `score = linear(h) + <embed(y), φ>`, with φ the flattened features h (`projection="flatten"`) or,
+as in that paper, the last features summed over positions (`projection="pooled"`), which asks "is this a y?"
+without fixing where its strokes lie. `auxiliary_classifier=True` adds a class head on the same features (AC-GAN,
+Odena et al., arXiv:1610.09585), which the training task trains on real images and the generator is asked to
+satisfy. Spectral normalisation
 (Miyato et al., arXiv:1802.05957) of every discriminator layer bounds its Lipschitz constant, the usual way to keep
 GAN training stable without batch norm in the discriminator. Neither model draws random numbers: the latents z come
 from the caller (the pipeline draws them with a `torch.Generator`).
@@ -27,6 +33,32 @@ from .autoencoder import check_resolution_blocks
 from .checks import check_class_labels
 
 __all__ = ["ConfigMixin", "Discriminator", "Generator", "ModelMixin"]
+
+CLASS_CONDITIONINGS = ("concat", "batch_norm")
+PROJECTIONS = ("flatten", "pooled")
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose gain and bias depend on the class: `BN(x) · (1 + γ[y]) + β[y]` (arXiv:1707.00683);
+    γ and β start at zero, so the layer starts as a plain batch norm."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.zeros_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, hidden_states: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+        gain = self.gain(class_labels)[:, :, None, None].to(hidden_states.dtype)
+        bias = self.bias(class_labels)[:, :, None, None].to(hidden_states.dtype)
+        return self.norm(hidden_states) * (1 + gain) + bias
 
 
 def _check_architecture(
@@ -71,7 +103,9 @@ class Generator(ModelMixin, ConfigMixin):
         block_out_channels (`tuple[int]`, defaults to (128, 64, 32)): channels per block, coarse to fine; each
             block doubles the resolution (4x4 → 32x32 for three blocks at sample_size 32).
         num_classes (`int`, *optional*): number of classes to condition on; None for an unconditional generator.
-        class_embed_dim (`int`, defaults to 32): size of the class embedding concatenated to z.
+        class_embed_dim (`int`, defaults to 32): size of the class embedding concatenated to z (`"concat"`).
+        class_conditioning (`str`, defaults to `"concat"`): how the class enters: `"concat"` (an embedding
+            concatenated to z) or `"batch_norm"` (class-conditional gains and biases in every batch norm).
     """
 
     @register_to_config
@@ -83,26 +117,35 @@ class Generator(ModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (128, 64, 32),
         num_classes: int | None = None,
         class_embed_dim: int = 32,
+        class_conditioning: str = "concat",
     ):
         super().__init__()
         _check_architecture(sample_size, out_channels, block_out_channels, num_classes)
+        _check_choice("class_conditioning", class_conditioning, CLASS_CONDITIONINGS)
         if latent_dim < 1:
             raise ValueError(f"`latent_dim` must be a positive int, got {latent_dim}.")
         self.base_size = sample_size // 2 ** len(block_out_channels)
-        self.class_embedding = nn.Embedding(num_classes, class_embed_dim) if num_classes is not None else None
-        in_features = latent_dim + (class_embed_dim if num_classes is not None else 0)
+        concat = num_classes is not None and class_conditioning == "concat"
+        self.class_embedding = nn.Embedding(num_classes, class_embed_dim) if concat else None
+
+        def norm(channels: int) -> nn.Module:
+            if num_classes is not None and class_conditioning == "batch_norm":
+                return ConditionalBatchNorm2d(channels, num_classes)
+            return nn.BatchNorm2d(channels)
+
+        in_features = latent_dim + (class_embed_dim if concat else 0)
         channels = block_out_channels[0]
         self.project = nn.Sequential(
             nn.Linear(in_features, channels * self.base_size**2, bias=False),
             nn.Unflatten(1, (channels, self.base_size, self.base_size)),
-            nn.BatchNorm2d(channels),
+            norm(channels),
             nn.ReLU(),
         )
         layers = []
         for out in block_out_channels[1:]:
             layers += [
                 nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(out),
+                norm(out),
                 nn.ReLU(),
             ]
             channels = out
@@ -130,9 +173,17 @@ class Generator(ModelMixin, ConfigMixin):
             class_labels, self.config.num_classes, len(latents), "generator", "len(latents)"
         )
         if class_labels is not None:
-            embedding = self.class_embedding(class_labels.to(latents.device)).to(latents.dtype)
+            class_labels = class_labels.to(latents.device)
+        if self.class_embedding is not None:
+            embedding = self.class_embedding(class_labels).to(latents.dtype)
             latents = torch.cat([latents, embedding], dim=1)  # (B, D + E)
-        return self.blocks(self.project(latents))  # (B, c_0, s, s) → (B, C, H, W)
+        hidden_states = latents
+        for layer in (*self.project, *self.blocks):  # (B, c_0, s, s) → ... → (B, C, H, W)
+            if isinstance(layer, ConditionalBatchNorm2d):
+                hidden_states = layer(hidden_states, class_labels)
+            else:
+                hidden_states = layer(hidden_states)
+        return hidden_states
 
 
 class Discriminator(ModelMixin, ConfigMixin):
@@ -146,6 +197,10 @@ class Discriminator(ModelMixin, ConfigMixin):
             halves the resolution.
         num_classes (`int`, *optional*): classes for the projection term; None for an unconditional discriminator.
         spectral_norm (`bool`, defaults to True): spectrally normalise every layer (arXiv:1802.05957).
+        projection (`str`, defaults to `"flatten"`): the features the class embedding is projected on: `"flatten"`
+            (all of them, position by position) or `"pooled"` (the last block's channels summed over positions).
+        auxiliary_classifier (`bool`, defaults to False): also predict the class (`forward(...,
+            return_class_logits=True)`); class-conditional discriminators only.
     """
 
     @register_to_config
@@ -156,9 +211,16 @@ class Discriminator(ModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (32, 64, 128),
         num_classes: int | None = None,
         spectral_norm: bool = True,
+        projection: str = "flatten",
+        auxiliary_classifier: bool = False,
     ):
         super().__init__()
         _check_architecture(sample_size, in_channels, block_out_channels, num_classes)
+        _check_choice("projection", projection, PROJECTIONS)
+        if auxiliary_classifier and num_classes is None:
+            raise ValueError(
+                "`auxiliary_classifier=True` needs classes to predict: give `num_classes`, or leave the classifier out."
+            )
 
         def norm(layer: nn.Module) -> nn.Module:
             return _spectral_norm(layer) if spectral_norm else layer
@@ -170,7 +232,9 @@ class Discriminator(ModelMixin, ConfigMixin):
         self.blocks = nn.Sequential(*layers, nn.Flatten())
         features = channels * (sample_size // 2 ** len(block_out_channels)) ** 2
         self.score = norm(nn.Linear(features, 1))
-        self.class_embedding = norm(nn.Embedding(num_classes, features)) if num_classes is not None else None
+        projected = channels if projection == "pooled" else features
+        self.class_embedding = norm(nn.Embedding(num_classes, projected)) if num_classes is not None else None
+        self.classifier = norm(nn.Linear(features, num_classes)) if auxiliary_classifier else None
 
     def check_pixel_values(self, pixel_values) -> None:
         expected = (self.config.in_channels, self.config.sample_size, self.config.sample_size)
@@ -182,15 +246,30 @@ class Discriminator(ModelMixin, ConfigMixin):
                 f"{tuple(pixel_values.shape)}."
             )
 
-    def forward(self, pixel_values: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C, H, W) in [-1, 1] [, (B,) labels] → (B,) scores: > 0 means "real" (a logit of P(real))."""
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        return_class_logits: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) in [-1, 1] [, (B,) labels] → (B,) scores: > 0 means "real" (a logit of P(real)); with
+        `return_class_logits`, also the auxiliary classifier's (B, num_classes) logits."""
+        if return_class_logits and self.classifier is None:
+            raise ValueError(
+                "This discriminator has no auxiliary classifier: build it with `auxiliary_classifier=True`."
+            )
         self.check_pixel_values(pixel_values)
         class_labels = _check_class_labels(
             class_labels, self.config.num_classes, len(pixel_values), "discriminator", "len(pixel_values)"
         )
-        features = self.blocks(pixel_values)  # (B, F)
+        features = self.blocks(pixel_values)  # (B, F), F = c · s · s
         score = self.score(features).squeeze(1)  # (B,)
         if class_labels is not None:
             # Projection discriminator, eq. (3) of arXiv:1802.05637: + <embed(y), φ(x)>.
-            score = score + (self.class_embedding(class_labels.to(features.device)) * features).sum(1)
+            projected = features
+            if self.config.projection == "pooled":
+                projected = features.unflatten(1, (self.config.block_out_channels[-1], -1)).sum(2)  # (B, c)
+            score = score + (self.class_embedding(class_labels.to(features.device)) * projected).sum(1)
+        if return_class_logits:
+            return score, self.classifier(features)  # (B,), (B, num_classes)
         return score

@@ -11,7 +11,8 @@ with either the non-saturating loss (arXiv:1406.2661 sec. 3: ℓ_real = softplus
 ℓ_G = softplus(−s)) or the hinge loss (Lim & Ye, arXiv:1705.02894; ℓ_real = relu(1 − s), ℓ_fake = relu(1 + s),
 ℓ_G = −s), s the discriminator's score. The Trainer backpropagates L_D into D's parameters and L_G into G's only,
 then steps both optimizers (a simultaneous update). Fake images take the real batch's labels, so the class
-distribution of fakes matches the data's. EMA (``use_ema``) averages the generator only; the discriminator is
+distribution of fakes matches the data's. With ``auxiliary_classifier_weight`` w > 0 (AC-GAN, arXiv:1610.09585),
+D also classifies, L_D += w · CE(C(x), y) on real images only, and L_G += w · CE(C(G(z, y)), y). EMA (``use_ema``) averages the generator only; the discriminator is
 trained, checkpointed, and not saved with the pipeline.
 
 Each validation logs the judge's class histogram of ``judge_samples`` generated digits (mnist-shaped data only), its
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from ...models.checks import cycle_class_labels
 from ...models.gan import Discriminator, Generator
 from ...pipelines.gan import GANPipeline
-from ..config import NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval, Widths
+from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval, Widths
 from .base import TaskConfig, TrainingTask, conditioning_classes
 
 GANLoss = Literal["non_saturating", "hinge"]
@@ -46,6 +47,14 @@ class GANConfig(TaskConfig):
     class_conditional: bool = False
     num_classes: PositiveInt | None = None
     class_embed_dim: PositiveInt = 32
+    # How G takes the class: "concat" (an embedding concatenated to z) or "batch_norm" (class-conditional batch norm
+    # gains and biases); what D projects the class embedding on: "flatten" (all features) or "pooled" (summed over
+    # positions).
+    class_conditioning: Literal["concat", "batch_norm"] = "concat"
+    projection: Literal["flatten", "pooled"] = "flatten"
+    # AC-GAN (arXiv:1610.09585) weight, 0: off. D also learns to classify real images (cross-entropy, this weight);
+    # G is asked for fakes that D's classifier reads as their label (the same weight). Class-conditional only.
+    auxiliary_classifier_weight: NonNegativeFloat = 0.0
     # Spectral normalisation of every discriminator layer: stable training without batch norm in D.
     spectral_norm: bool = True
     loss: GANLoss = "non_saturating"
@@ -61,6 +70,11 @@ class GANConfig(TaskConfig):
         super().__post_init__()
         if len(self.adam_betas) != 2:
             raise ValueError(f"`model.adam_betas` must be two numbers in [0, 1), got {self.adam_betas}.")
+        if self.auxiliary_classifier_weight > 0 and not self.class_conditional:
+            raise ValueError(
+                "`model.auxiliary_classifier_weight` > 0 needs `model.class_conditional=true` (an unconditional GAN "
+                "has no label to ask for); set it to 0 or make the GAN class-conditional."
+            )
 
 
 def discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, loss: GANLoss) -> torch.Tensor:
@@ -97,6 +111,7 @@ class GANTask(TrainingTask):
             block_out_channels=tuple(config.generator_channels),
             num_classes=self.num_classes,
             class_embed_dim=config.class_embed_dim,
+            class_conditioning=config.class_conditioning,
         )
         self.discriminator = Discriminator(
             sample_size=height,
@@ -104,6 +119,8 @@ class GANTask(TrainingTask):
             block_out_channels=tuple(config.discriminator_channels),
             num_classes=self.num_classes,
             spectral_norm=config.spectral_norm,
+            projection=config.projection,
+            auxiliary_classifier=config.auxiliary_classifier_weight > 0,
         )
         # The judge reads (N, 1, 32, 32) digits; other shapes get no class histogram.
         self.judged = config.judge_samples > 0 and (channels, height) == (1, 32)
@@ -138,10 +155,24 @@ class GANTask(TrainingTask):
 
         # D on real and detached fakes in one call (no batch norm in D, so batching them changes nothing): (2B,).
         labels = None if class_labels is None else torch.cat([class_labels, class_labels])
-        real_scores, fake_scores = discriminator(torch.cat([real, fake.detach()]), labels).chunk(2)
+        scores, class_logits = self._discriminate(discriminator, torch.cat([real, fake.detach()]), labels)
+        real_scores, fake_scores = scores.chunk(2)
         d_loss = discriminator_loss(real_scores, fake_scores, self.config.loss)
         # G's loss goes through D's graph; the Trainer sends its gradient to G's parameters only.
-        g_loss = generator_loss(discriminator(fake, class_labels), self.config.loss)
+        generator_scores, generator_logits = self._discriminate(discriminator, fake, class_labels)
+        g_loss = generator_loss(generator_scores, self.config.loss)
+        metrics, weight = {}, self.config.auxiliary_classifier_weight
+        if weight > 0:
+            # AC-GAN with the classifier trained on real images only: it stays a classifier of the data, and G
+            # is asked for fakes it reads as their label.
+            real_class_loss = F.cross_entropy(class_logits[: len(real)], class_labels)
+            fake_class_loss = F.cross_entropy(generator_logits, class_labels)
+            d_loss = d_loss + weight * real_class_loss
+            g_loss = g_loss + weight * fake_class_loss
+            metrics = {
+                "metrics/real_class_loss": real_class_loss.detach(),
+                "metrics/fake_class_loss": fake_class_loss.detach(),
+            }
 
         # D(x) as DCGAN reports it: the probability σ(s) for the non-saturating loss, the raw score for hinge.
         readout = torch.sigmoid if self.config.loss == "non_saturating" else torch.nn.Identity()
@@ -150,7 +181,14 @@ class GANTask(TrainingTask):
             "generator": g_loss,
             "metrics/d_real": readout(real_scores.detach()).mean(),
             "metrics/d_fake": readout(fake_scores.detach()).mean(),
+            **metrics,
         }
+
+    def _discriminate(self, discriminator, images, class_labels):
+        """D's (B,) scores and, with the auxiliary classifier, its (B, num_classes) logits (else None)."""
+        if self.config.auxiliary_classifier_weight > 0:
+            return discriminator(images, class_labels, return_class_logits=True)
+        return discriminator(images, class_labels), None
 
     def make_pipeline(self, modules):
         return GANPipeline(generator=modules["generator"])
