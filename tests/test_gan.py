@@ -184,116 +184,63 @@ def test_interpolation_and_latent_arithmetic_use_the_shared_latent_tools():
 # ------------------------------------------------------------------------------------------ conditional GAN
 
 
-class TwoDigitGANTask(GANTask):
-    """Trains on the digits 0 and 1 only."""
+def bars(num_images: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 8, 8) images in [-1, 1] of a bright bar on black, horizontal for class 0 and vertical for class 1, at a
+    random row or column, and their (N,) labels."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num_images) % 2
+    where = torch.randint(1, 7, (num_images,), generator=generator)
+    images = -torch.ones(num_images, 1, 8, 8)
+    for image, label, index in zip(images, labels, where, strict=True):
+        image[0, index] = 1.0 if label == 0 else image[0, index]
+        image[0, :, index] = 1.0 if label == 1 else image[0, :, index]
+    return images, labels
+
+
+def bar_rule(images: torch.Tensor) -> torch.Tensor:
+    """The class a glance tells: 0 when the brightest row is brighter than the brightest column, else 1."""
+    ink = (images + 1) / 2
+    return (ink.mean(3).amax((1, 2)) <= ink.mean(2).amax((1, 2))).long()
+
+
+class BarsGANTask(GANTask):
+    """Trains on `bars`: two classes a simple rule tells apart."""
 
     def train_dataset(self):
-        keep = (self.dataset.class_labels == 0) | (self.dataset.class_labels == 1)
-        return torch.utils.data.Subset(self.dataset, torch.nonzero(keep).squeeze(1).tolist())
+        images, labels = bars(256)
+        return [
+            {"pixel_values": image, "class_labels": label}
+            for image, label in zip(images, labels, strict=True)
+        ]
 
 
-def test_tiny_class_conditional_gan_honours_the_label(tmp_path):
+def test_the_rule_reads_the_bars():
+    images, labels = bars(100, seed=1)
+    assert torch.equal(bar_rule(images), labels)
+
+
+def test_tiny_class_conditional_gan_draws_the_asked_class(tmp_path):
+    """The `gan-mnist-classes` recipe (conditional batch norm in G, projection D) on a two-class set: the asked class
+    passes the rule >= 90% of the time (chance: 50%; measured 99%, and 61.5% with the class concatenated to z)."""
     config = tiny_config(
         tmp_path,
         "model.class_conditional=true",
+        "model.class_conditioning=batch_norm",
         "model.latent_dim=16",
         "model.generator_channels=[32,16]",
         "model.discriminator_channels=[16,32]",
         "learning_rate=2e-3",
         "train_batch_size=32",
-        "max_train_steps=150",
+        "max_train_steps=400",
     )
-    output_dir = Trainer(config, task_class=TwoDigitGANTask).train()
+    output_dir = Trainer(config, task_class=BarsGANTask).train()
     pipe = load_pipeline(output_dir)
-    # A nearest-class-mean classifier from the real digits: 0s are rings, 1s a vertical bar.
-    data = load_dataset("digits", "train")
-    means = torch.stack([data.pixel_values[data.class_labels == c].mean(0).flatten() for c in (0, 1)])
-    labels = torch.tensor([0, 1] * 50)
+    labels = torch.tensor([0, 1] * 100)
     images = (
         pipe(class_labels=labels, generator=torch.Generator().manual_seed(0), output_type="pt").images * 2 - 1
     )
-    predicted = torch.cdist(images.flatten(1), means).argmin(1)
-    accuracy = (predicted == labels).float().mean().item()
-    assert accuracy > 0.75, accuracy  # chance is 0.5
-
-
-def test_conditional_batch_norm_starts_as_batch_norm_and_conditions_through_its_gains(tmp_path):
-    generator = tiny_generator(num_classes=3, class_conditioning="batch_norm")
-    assert generator.class_embedding is None  # the class enters through the norms only
-    latents = torch.randn(4, 8, generator=torch.Generator().manual_seed(0)).repeat(3, 1)
-    labels = torch.arange(3).repeat_interleave(4)
-    with torch.no_grad():
-        images = generator(latents, labels)
-        # γ = β = 0 at initialisation: every class gives the same image, as a plain batch norm would.
-        torch.testing.assert_close(images[:4], images[4:8])
-        norm = generator.project[2]
-        norm.gain.weight[1] += 0.5
-        norm.bias.weight[2] -= 0.5
-        changed = generator(latents, labels)
-    torch.testing.assert_close(changed[:4], images[:4])  # class 0's gains untouched
-    assert (changed[4:8] - images[4:8]).abs().max() > 1e-3 and (changed[8:] - images[8:]).abs().max() > 1e-3
-    generator.save_pretrained(tmp_path / "generator")
-    loaded = Generator.from_pretrained(tmp_path / "generator").eval()
-    assert loaded.config.class_conditioning == "batch_norm"
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(latents, labels), changed)
-
-
-def test_pooled_projection_adds_the_class_embedding_dotted_with_the_position_summed_features(tmp_path):
-    torch.manual_seed(0)
-    discriminator = Discriminator(
-        sample_size=8, block_out_channels=(4, 8), num_classes=3, projection="pooled"
-    ).eval()
-    images, labels = torch.rand(5, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 1, 0])
-    with torch.no_grad():
-        features = discriminator.blocks(images)  # (5, 8 · 2 · 2), channel-major
-        pooled = features.view(5, 8, 4).sum(2)
-        expected = discriminator.score(features).squeeze(1) + (
-            discriminator.class_embedding(labels) * pooled
-        ).sum(1)
-        torch.testing.assert_close(discriminator(images, labels), expected)
-    assert discriminator.class_embedding.weight.shape == (3, 8)
-    discriminator.save_pretrained(tmp_path / "discriminator")
-    loaded = Discriminator.from_pretrained(tmp_path / "discriminator").eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(images, labels), discriminator(images, labels))
-
-
-def test_auxiliary_classifier_adds_the_class_cross_entropy_of_real_images_to_d_and_of_fakes_to_g(tmp_path):
-    config = tiny_config(
-        tmp_path,
-        "model.class_conditional=true",
-        "model.class_conditioning=batch_norm",
-        "model.auxiliary_classifier_weight=0.5",
-    )
-    data = load_dataset("digits", "train")
-    torch.manual_seed(0)
-    task = GANTask(config.model, data)
-    modules = task.trainable_modules()
-    batch = torch.utils.data.default_collate([data[i] for i in range(6)])
-    # Spectral norm steps its power iteration at every training-mode call: the hand-made step below starts from
-    # copies and calls D in the same order.
-    generator, discriminator = copy.deepcopy(modules["generator"]), copy.deepcopy(modules["discriminator"])
-    torch.manual_seed(1)
-    losses = task.training_step(batch, modules, 0)
-    torch.manual_seed(1)
-    latents = torch.randn(6, 8)
-    real, labels = batch["pixel_values"], batch["class_labels"]
-    fake = generator(latents, labels)
-    scores, logits = discriminator(
-        torch.cat([real, fake]), torch.cat([labels, labels]), return_class_logits=True
-    )
-    (real_scores, fake_scores), real_logits = scores.chunk(2), logits[:6]
-    generator_scores, fake_logits = discriminator(fake, labels, return_class_logits=True)
-    assert real_logits.shape == (6, 10)
-    ce = torch.nn.functional.cross_entropy
-    expected_d = discriminator_loss(real_scores, fake_scores, "non_saturating") + 0.5 * ce(
-        real_logits, labels
-    )
-    expected_g = generator_loss(generator_scores, "non_saturating") + 0.5 * ce(fake_logits, labels)
-    torch.testing.assert_close(losses["discriminator"], expected_d, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(losses["generator"], expected_g, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(losses["metrics/real_class_loss"], ce(real_logits, labels).detach())
+    accuracy = (bar_rule(images) == labels).float().mean().item()
+    assert accuracy >= 0.9, accuracy
 
 
 # ------------------------------------------------------------------------------------------ errors
