@@ -38,19 +38,21 @@ from latentzoo.evaluation import class_coverage, fid_report, load_judge
 from latentzoo.evaluation.images import make_image_grid
 from latentzoo.evaluation.protocol import text_to_image_prompts
 from latentzoo.evaluation.sampling import sample_images
-from latentzoo.pipelines import LatentTextToImagePipeline, PixelDiffusionPipeline
+from latentzoo.pipelines import AutoencoderPipeline, LatentTextToImagePipeline, PixelDiffusionPipeline
 from latentzoo.pipelines.loading import load_pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# (preset folder under --runs, the row's name)
+# (preset folder under --runs, the row's name, whether to drop the pipeline's prior and decode z ~ N(0, I))
 ZOO = (
-    ("autoencoder-mnist", "AE + fitted Gaussian prior"),
-    ("vae-mnist", "VAE, N(0, I) prior"),
-    ("mdn-prior-mnist", "AE + class-conditional MDN prior"),
-    ("gan-mnist", "DCGAN"),
-    ("gan-mnist-classes", "DCGAN, class-conditional"),
-    ("ddpm-mnist-classes", "pixel DDPM, class-conditional"),
-    ("text2img-mnist", "latent text-to-image (quickstart)"),
+    ("autoencoder-mnist", "AE, N(0, I)", True),
+    ("autoencoder-mnist", "AE + fitted Gaussian prior", False),
+    ("vae-mnist", "VAE, N(0, I) decoded directly", True),
+    ("vae-mnist", "VAE + its saved prior (the preset's samples)", False),
+    ("mdn-prior-mnist", "AE + class-conditional MDN prior", False),
+    ("gan-mnist", "DCGAN", False),
+    ("gan-mnist-classes", "DCGAN, class-conditional", False),
+    ("ddpm-mnist-classes", "pixel DDPM, class-conditional", False),
+    ("text2img-mnist", "latent text-to-image (quickstart)", False),
 )
 DIFFUSION_KWARGS = {"num_inference_steps": 20, "guidance_scale": 3.0}
 
@@ -113,13 +115,17 @@ def main() -> None:
     reference = load_dataset("mnist", split="validation").pixel_values
     (RESULTS / "model_zoo").mkdir(parents=True, exist_ok=True)
     rows = []
-    for preset, name in ZOO:
+    for preset, name, standard_normal in ZOO:
         run = args.runs / preset
         if not (run / "model_index.json").is_file():
             print(f"skipping {preset}: no pipeline in {run}")
             continue
         # Diffusion pipelines sample with DPM-Solver++; the others have no scheduler.
         pipeline = load_pipeline(str(run), sampler="dpm++" if (run / "scheduler").is_dir() else None)
+        if standard_normal:
+            if pipeline.prior is None:  # nothing to drop: the saved pipeline decodes N(0, I) already
+                continue
+            pipeline = AutoencoderPipeline(pipeline.autoencoder)
         pipeline.set_progress_bar_config(disable=True)
         start = time.perf_counter()
         images, digits = sample(pipeline, args.num_samples, args.seed, args.batch_size)
@@ -143,15 +149,18 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-        make_image_grid((images[:100] + 1) / 2, nrow=10).save(RESULTS / "model_zoo" / f"{preset}.png")
+        grid = f"{preset}{'-standard-normal' if standard_normal else ''}.png"
+        row["samples"] = f"model_zoo/{grid}"
+        make_image_grid((images[:100] + 1) / 2, nrow=10).save(RESULTS / "model_zoo" / grid)
 
     lines = [
         "# The model zoo on mnist: one budget, one judge",
         "",
         f"`python benchmarks/model_zoo.py --runs RUNS --num-samples {args.num_samples}` — {time.strftime('%Y-%m-%d')}, "
         f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}. Each preset trained with "
-        "its own budget (`max_train_minutes` of at most 15, or fewer epochs) on this 2-core CPU; minutes and steps are "
-        f"the runs' own `train_state.json`, summed over every stage the model needed. {args.num_samples} samples per row, seeds {args.seed}..{args.seed + args.num_samples - 1}, "
+        "its own step budget (`max_train_steps` or `num_epochs`: the same model on any machine) on this 2-core CPU; "
+        "minutes and steps are the runs' own `train_state.json`, summed over every stage the model needed (minutes "
+        "depend on what else the machine ran meanwhile; steps do not). {args.num_samples} samples per row, seeds {args.seed}..{args.seed + args.num_samples - 1}, "
         "one generator per image; conditional models are asked for the ten digits in turn. Diffusion: 20 "
         "DPM-Solver++ steps, guidance 3. judge-FID against held-out validation digits"
         + (
@@ -160,15 +169,15 @@ def main() -> None:
             else "."
         ),
         "",
-        "| model | preset | training min (steps) | judge-FID | classes covered (≥ 1%) | class entropy | label accuracy | sampling s / image |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | preset | training min (steps) | judge-FID | classes covered (≥ 1%) | class entropy | label accuracy | sampling s / image | samples |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         accuracy = "–" if row["label_accuracy"] is None else f"{row['label_accuracy']:.1%}"
         lines.append(
             f"| {row['model']} | `{row['preset']}` | {row['training_minutes']:.1f} ({row['training_steps']:,}) | "
             f"{row['fid']:.1f} | {row['classes_covered']}/10 | {row['class_entropy']:.3f} | {accuracy} | "
-            f"{row['seconds_per_image']:.4f} |"
+            f"{row['seconds_per_image']:.4f} | [grid]({row['samples']}) |"
         )
     lines += [
         "",
