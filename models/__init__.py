@@ -5,6 +5,7 @@ from latentzoo.models.autoencoder import (
     AutoencoderOutput,
     GaussianPosterior,
     GaussianPrior,
+    TwoStageVAEPrior,
     VariationalAutoencoder,
     kl_divergence,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Discriminator",
     "GaussianPosterior",
     "GaussianPrior",
+    "TwoStageVAEPrior",
     "Generator",
     "MixtureDensityNetwork",
     "MixtureDensityOutput",

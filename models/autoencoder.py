@@ -37,13 +37,14 @@ __all__ = [
     "GaussianPosterior",
     "GaussianPrior",
     "ModelMixin",
+    "TwoStageVAEPrior",
     "VariationalAutoencoder",
     "kl_divergence",
     "reconstruction_loss",
 ]
 
-ReconstructionLoss = Literal["mse", "bce"]
-RECONSTRUCTION_LOSSES = ("mse", "bce")
+ReconstructionLoss = Literal["mse", "bce", "gaussian"]
+RECONSTRUCTION_LOSSES = ("mse", "bce", "gaussian")
 
 
 @dataclass
@@ -85,10 +86,17 @@ def reconstruction_loss(
     """Mean per-pixel reconstruction loss of the decoder's raw output `h` against `pixel_values` in [-1, 1].
 
     "mse": `(tanh(h) − x)²`; "bce": binary cross-entropy of the logit `2h` against `(x + 1) / 2` (pixels as
-    Bernoulli probabilities; `sigmoid(2h) = (tanh(h) + 1) / 2`, so the two views decode to the same image).
+    Bernoulli probabilities; `sigmoid(2h) = (tanh(h) + 1) / 2`, so the two views decode to the same image);
+    "gaussian": the negative log-likelihood of N(x; tanh(h), σ²) per pixel with one variance σ² shared by all
+    pixels, set to its maximum-likelihood value, the batch's mean squared error (the σ-VAE of Rybkin et al.,
+    arXiv:2006.13202): `0.5 · log(mse) + 0.5 · (1 + log 2π)`. The likelihood sharpens as reconstructions
+    improve, so the KL term's weight relative to the squared error adapts instead of being tuned by hand.
     """
     if kind == "mse":
         return F.mse_loss(torch.tanh(decoder_output), pixel_values)
+    if kind == "gaussian":
+        mse = F.mse_loss(torch.tanh(decoder_output), pixel_values)
+        return 0.5 * torch.log(mse.clamp_min(1e-8)) + 0.5 * (1.0 + math.log(2 * math.pi))
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(2 * decoder_output, (pixel_values + 1) / 2)
     raise ValueError(f"`reconstruction_loss` must be one of {RECONSTRUCTION_LOSSES}, got {kind!r}.")
@@ -176,6 +184,11 @@ def check_resolution_blocks(sample_size: int, block_out_channels, example: tuple
             f"`sample_size`={sample_size} must be divisible by 2 ** len(block_out_channels) = {factor} (each block "
             f"halves or doubles the resolution): use fewer blocks or a sample_size that is a multiple of {factor}."
         )
+
+
+def _check_kl_weight(value, name: str, zero_means: str) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"`{name}` must be a finite number >= 0 ({zero_means}), got {value!r}.")
 
 
 def _check_architecture(in_channels, sample_size, latent_dim, block_out_channels, reconstruction_loss_kind):
@@ -313,7 +326,11 @@ class VariationalAutoencoder(ModelMixin, ConfigMixin):
         reconstruction_loss (`str`, defaults to `"bce"`): `"bce"` (Bernoulli pixels: the ELBO at beta = 1) or
             `"mse"` (then lower `beta`: with pixels in [-1, 1], squared error is a Gaussian likelihood of
             variance 1/2, far blurrier than the data).
+            `"gaussian"` learns that variance: one σ² shared by all pixels, at its optimum (the σ-VAE).
         beta (`float`, defaults to 1.0): weight of the KL term.
+        free_bits (`float`, defaults to 0.0): a floor, in nats, under each latent dimension's KL averaged over the
+            batch (Kingma et al., arXiv:1606.04934, eq. 15): a dimension whose KL is below it gets no gradient from
+            the KL term, so the encoder is free to use it. 0 is the plain ELBO.
 
     Example:
         >>> vae = VariationalAutoencoder(latent_dim=2)
@@ -331,12 +348,17 @@ class VariationalAutoencoder(ModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (32, 64),
         reconstruction_loss: ReconstructionLoss = "bce",
         beta: float = 1.0,
+        free_bits: float = 0.0,
     ):
         super().__init__()
         block_out_channels = tuple(block_out_channels)
         _check_architecture(in_channels, sample_size, latent_dim, block_out_channels, reconstruction_loss)
-        if beta < 0:
-            raise ValueError(f"`beta` must be >= 0 (0 turns the VAE into a noisy autoencoder), got {beta}.")
+        _check_kl_weight(beta, "beta", "0 turns the VAE into a noisy autoencoder")
+        if not (isinstance(free_bits, int | float) and math.isfinite(free_bits) and free_bits >= 0):
+            raise ValueError(
+                f"`free_bits` must be a finite number of nats >= 0 per latent dimension (0: none; 0.1-0.5 are "
+                f"usual), got {free_bits!r}."
+            )
         # The head gives mean and log-variance: (B, 2 * latent_dim).
         self.encoder = _Encoder(in_channels, sample_size, block_out_channels, 2 * latent_dim)
         self.decoder = _Decoder(in_channels, sample_size, block_out_channels, latent_dim)
@@ -360,6 +382,7 @@ class VariationalAutoencoder(ModelMixin, ConfigMixin):
         pixel_values: torch.Tensor,
         generator: torch.Generator | list[torch.Generator] | None = None,
         sample_posterior: bool = True,
+        beta: float | None = None,
         return_dict: bool = True,
     ) -> AutoencoderOutput | tuple:
         """Encode, sample z ~ q(z|x) with `generator`, decode, and compute the loss in one call.
@@ -369,13 +392,24 @@ class VariationalAutoencoder(ModelMixin, ConfigMixin):
             generator (`torch.Generator` or list, *optional*): for eps; None uses torch's global generator (the
                 Trainer seeds it per process and checkpoints it).
             sample_posterior (`bool`, defaults to `True`): decode a sample; False decodes the posterior mean.
+            beta (`float`, *optional*): the KL weight of this call (a warm-up's current value); None: `config.beta`.
         """
+        if beta is None:
+            beta = self.config.beta
+        else:
+            _check_kl_weight(beta, "beta", "0 turns the KL term off")
         posterior = self.encode(pixel_values)
         latents = posterior.sample(generator) if sample_posterior else posterior.mode()
         decoder_output = self.decoder(latents)
         rec_loss = reconstruction_loss(decoder_output, pixel_values, self.config.reconstruction_loss)
         kl = posterior.kl().mean()  # nats per image
-        loss = rec_loss + self.config.beta * kl / self.num_pixels
+        kl_term = kl
+        if self.config.free_bits > 0:
+            # KL per dimension, averaged over the batch, floored at `free_bits` (arXiv:1606.04934, eq. 15).
+            mean, logvar = posterior.mean, posterior.logvar
+            kl_per_dim = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)  # (D,)
+            kl_term = kl_per_dim.clamp_min(self.config.free_bits).sum()
+        loss = rec_loss + beta * kl_term / self.num_pixels
         output = AutoencoderOutput(
             sample=torch.tanh(decoder_output),
             latents=latents,
@@ -447,3 +481,73 @@ class GaussianPrior(ModelMixin, ConfigMixin):
         solved = torch.linalg.solve_triangular(self.scale_tril, diff, upper=False)  # L⁻¹ (z − mean)
         log_det = self.scale_tril.diagonal().log().sum()
         return -0.5 * solved.pow(2).sum(0) - log_det - 0.5 * self.config.latent_dim * math.log(2 * math.pi)
+
+
+class TwoStageVAEPrior(ModelMixin, ConfigMixin):
+    r"""
+    The second stage of a two-stage VAE (Dai & Wipf, arXiv:1903.05789): a small VAE over a first VAE's latents.
+
+    A VAE's aggregate posterior q(z) = E_x q(z|x) rarely fills N(0, I) evenly: decoding z ~ N(0, I) lands partly in
+    regions no digit was encoded to. This second VAE learns q(z) itself, with its own latent u ~ N(0, I):
+    sampling draws u ~ N(0, I), maps it to z = decoder(u), and the first VAE decodes z. It is trained on samples
+    of q(z|x) with a Gaussian likelihood N(z; decoder(u), γI) whose one variance γ is learned (the paper's γ,
+    which falls as the fit improves), plus KL(q(u|z) || N(0, I)).
+
+        encoder: (B, D) → MLP → (B, 2·D) mean and log-variance of q(u|z);  decoder: (B, D) → MLP → (B, D)
+
+    Args:
+        latent_dim (`int`): D, the first VAE's latent size (u has the same size).
+        hidden_dims (`tuple[int, ...]`, defaults to `(256, 256)`): widths of each MLP's hidden layers.
+    """
+
+    @register_to_config
+    def __init__(self, latent_dim: int, hidden_dims: tuple[int, ...] = (256, 256)):
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"`latent_dim` must be a positive int, got {latent_dim}.")
+        if not hidden_dims or any(width < 1 for width in hidden_dims):
+            raise ValueError(
+                f"`hidden_dims` must name at least one positive width, e.g. (256, 256), got {hidden_dims}."
+            )
+
+        def mlp(out_features):
+            layers, width = [], latent_dim
+            for hidden in hidden_dims:
+                layers += [nn.Linear(width, hidden), nn.SiLU()]
+                width = hidden
+            return nn.Sequential(*layers, nn.Linear(width, out_features))
+
+        self.encoder = mlp(2 * latent_dim)
+        self.decoder = mlp(latent_dim)
+        self.log_gamma = nn.Parameter(torch.zeros(()))  # log γ, the shared variance of N(z; decoder(u), γI)
+
+    def forward(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, D) first-stage latents → the scalar negative ELBO of the second stage, in nats per latent vector."""
+        _check_latents(latents, self.config.latent_dim)
+        posterior = GaussianPosterior(*self.encoder(latents).chunk(2, dim=1))
+        reconstruction = self.decoder(posterior.sample(generator))
+        # Gaussian NLL with variance γ: 0.5 · Σ_d [(z − ẑ)² / γ + log γ + log 2π].
+        log_gamma = self.log_gamma.clamp(min=-12.0)
+        nll = 0.5 * ((latents - reconstruction).pow(2) / log_gamma.exp() + log_gamma + math.log(2 * math.pi))
+        return nll.sum(1).mean() + posterior.kl().mean()
+
+    def sample(
+        self,
+        num_samples: int | None = None,
+        class_labels: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        """`num_samples` first-stage latents (num_samples, D): u ~ N(0, I) drawn with `generator`, decoded."""
+        if class_labels is not None or condition is not None:
+            raise ValueError(
+                "A TwoStageVAEPrior is unconditional: pass no `class_labels` / `condition`, or use a "
+                "MixtureDensityNetwork prior trained with `num_classes` (task `mdn_prior`)."
+            )
+        if num_samples is None or num_samples < 1:
+            raise ValueError(f"`num_samples` must be a positive int, got {num_samples!r}.")
+        dtype = self.log_gamma.dtype
+        noise = randn_tensor(
+            (num_samples, self.config.latent_dim), generator=generator, device=self.device, dtype=dtype
+        )
+        return self.decoder(noise)

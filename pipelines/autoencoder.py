@@ -10,7 +10,7 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
 
-from latentzoo.models.autoencoder import Autoencoder, GaussianPrior, VariationalAutoencoder
+from latentzoo.models.autoencoder import Autoencoder, GaussianPrior, TwoStageVAEPrior, VariationalAutoencoder
 from latentzoo.models.checks import ClassLabels, check_class_labels, check_number
 from latentzoo.models.latent_tools import (
     INTERPOLATION_METHODS,
@@ -38,10 +38,11 @@ class AutoencoderPipeline(DiffusionPipeline):
     Args:
         autoencoder ([`~latentzoo.models.VariationalAutoencoder`] or [`~latentzoo.models.Autoencoder`]):
             Maps (B, C, H, W) images in [-1, 1] to (B, latent_dim) latents and back.
-        prior ([`~latentzoo.models.GaussianPrior`] or [`~latentzoo.models.MixtureDensityNetwork`], *optional*):
+        prior ([`~latentzoo.models.GaussianPrior`], [`~latentzoo.models.MixtureDensityNetwork`] or
+            [`~latentzoo.models.TwoStageVAEPrior`], *optional*):
             The distribution latents are sampled from. None means N(0, I), which is what a VAE is trained
             towards; a plain autoencoder needs a fitted prior (a `GaussianPrior`, or an MDN, which can also be
-            class-conditional).
+            class-conditional); a `TwoStageVAEPrior` maps u ~ N(0, I) to the latents a VAE's images were encoded to.
 
     Example:
         >>> pipe = AutoencoderPipeline.from_pretrained("outputs/vae-mnist")
@@ -55,7 +56,7 @@ class AutoencoderPipeline(DiffusionPipeline):
     def __init__(
         self,
         autoencoder: Autoencoder | VariationalAutoencoder,
-        prior: GaussianPrior | MixtureDensityNetwork | None = None,
+        prior: GaussianPrior | MixtureDensityNetwork | TwoStageVAEPrior | None = None,
     ):
         super().__init__()
         self.register_modules(autoencoder=autoencoder, prior=prior)

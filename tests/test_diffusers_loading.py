@@ -32,6 +32,7 @@ from tiny_pipelines import (
     gan_pipeline,
     pixel_pipeline,
     text_to_image_pipeline,
+    two_stage_vae_pipeline,
     vae_pipeline,
 )
 
@@ -298,6 +299,7 @@ CARDS = {
         {"images": 16, "reconstructions": 4},
     ),
     "vae": ("vae", {}, saved(vae_pipeline), {"images": 16, "strip": 8}),
+    "two_stage_vae": ("two_stage_vae", {}, saved(two_stage_vae_pipeline), {"images": 16, "first_stage": 16}),
     "mdn_prior": ("mdn_prior", {}, saved(autoencoder_pipeline), {"sevens": 8}),
     "autoencoder_kl": ("autoencoder_kl", {}, single_autoencoder_kl, {"reconstruction": None}),
     "clip_text": ("clip_text", {}, single_text_encoder, {"hidden_states": None}),
@@ -380,6 +382,7 @@ def test_every_card_snippet_runs_as_it_stands_in_a_fresh_interpreter(tmp_path, v
         ("gan", {}, "latentzoo"),
         ("autoencoder", {}, "latentzoo"),
         ("vae", {}, "latentzoo"),
+        ("two_stage_vae", {}, "latentzoo"),
         ("mdn_prior", {}, "latentzoo"),
         ("autoencoder_kl", {}, "diffusers"),
         ("clip_text", {}, "transformers"),

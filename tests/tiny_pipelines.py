@@ -10,6 +10,7 @@ from latentzoo.models import (
     GaussianPrior,
     Generator,
     MixtureDensityNetwork,
+    TwoStageVAEPrior,
     VariationalAutoencoder,
 )
 from latentzoo.models.contrastive import small_clip_text_model
@@ -109,4 +110,13 @@ def vae_pipeline() -> AutoencoderPipeline:
     torch.manual_seed(0)
     return AutoencoderPipeline(
         VariationalAutoencoder(sample_size=8, latent_dim=4, block_out_channels=(4, 8)).eval()
+    )
+
+
+def two_stage_vae_pipeline() -> AutoencoderPipeline:
+    """A VAE with a second-stage VAE over its latents as the prior (the `two_stage_vae` task's pipeline)."""
+    torch.manual_seed(0)
+    return AutoencoderPipeline(
+        VariationalAutoencoder(sample_size=8, latent_dim=4, block_out_channels=(4, 8)).eval(),
+        TwoStageVAEPrior(4, hidden_dims=(8,)).eval(),
     )

@@ -16,6 +16,7 @@ TASKS: dict[str, str] = {
     "mdn_prior": "autoencoder:MixtureDensityPriorTask",
     "text2img": "text_to_image:TextToImageTask",
     "text2img_lcd": "consistency:ConsistencyDistillationTask",
+    "two_stage_vae": "autoencoder:TwoStageVAETask",
     "vae": "autoencoder:VariationalAutoencoderTask",
 }
 

@@ -5,6 +5,8 @@
 - ``vae``: a `VariationalAutoencoder` (reconstruction + beta * KL); it samples from N(0, I).
 - ``mdn_prior``: a `MixtureDensityNetwork` over a trained autoencoder's latents, conditioned on the class label by
   default: class → latent → decoder. Its prerequisite stage trains the autoencoder when the folder is empty.
+- ``two_stage_vae``: the second stage of a two-stage VAE (Dai & Wipf, arXiv:1903.05789), a `TwoStageVAEPrior` over a
+  trained VAE's latents: u ~ N(0, I) → latent → decoder. Its prerequisite stage trains the VAE.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Literal
 
 import torch
 
-from ...models.autoencoder import Autoencoder, GaussianPrior, VariationalAutoencoder
+from ...models.autoencoder import Autoencoder, GaussianPrior, TwoStageVAEPrior, VariationalAutoencoder
 from ...models.checks import cycle_class_labels
 from ...models.mdn import MixtureDensityNetwork
 from ...pipelines.autoencoder import AutoencoderPipeline
-from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, Widths
+from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Widths
 from .base import Stage, TaskConfig, TrainingTask
 
 
@@ -39,10 +41,18 @@ class AutoencoderConfig(TaskConfig):
 class VariationalAutoencoderConfig(TaskConfig):
     latent_dim: PositiveInt = 16
     block_out_channels: Widths = (32, 64)
-    reconstruction_loss: Literal["mse", "bce"] = "bce"
-    # Weight of KL(q(z|x) || N(0, I)); 1 with "bce" is the ELBO. Larger trades reconstructions for a smoother,
-    # more normal latent space (beta-VAE); with "mse" use far less (e.g. 0.01).
+    # "bce": Bernoulli pixels (the classic MNIST VAE). "gaussian": a Gaussian likelihood whose one shared variance
+    # is learned (set to its optimum, the σ-VAE): it sharpens as reconstructions improve, so beta needs no tuning
+    # for it. "mse": a Gaussian of fixed variance 1/2 (lower beta by hand, e.g. 0.01).
+    reconstruction_loss: Literal["mse", "bce", "gaussian"] = "bce"
+    # Weight of KL(q(z|x) || N(0, I)); 1 with "bce" or "gaussian" is the ELBO. Larger trades reconstructions for a
+    # smoother, more normal latent space (beta-VAE); with "mse" use far less (e.g. 0.01).
     beta: NonNegativeFloat = 1.0
+    # Steps over which the KL weight rises linearly from 0 to beta (KL annealing, Bowman et al.
+    # arXiv:1511.06349); 0: beta from the first step.
+    kl_warmup_steps: NonNegativeInt = 0
+    # Floor, in nats, under each latent dimension's batch-mean KL (arXiv:1606.04934): keeps dimensions in use. 0: none.
+    free_bits: NonNegativeFloat = 0.0
 
 
 @dataclass
@@ -59,6 +69,16 @@ class MixtureDensityPriorConfig(TaskConfig):
     class_embed_dim: PositiveInt = 32
     # Floor of each component's standard deviation in latent units.
     min_std: PositiveFloat = 1e-3
+
+
+@dataclass
+class TwoStageVAEConfig(TaskConfig):
+    # The first stage: a trained `vae` run (an AutoencoderPipeline folder). When it holds no model yet and
+    # `vae_config` is set, `latentzoo train` first trains it from that config into this folder.
+    vae: str = "outputs/vae-mnist/stages/vae"
+    vae_config: str | None = "vae-mnist-first-stage"
+    # Widths of the second stage's encoder and decoder MLPs (its latent has the first stage's size).
+    hidden_dims: Widths = (256, 256)
 
 
 @torch.no_grad()
@@ -149,17 +169,38 @@ class VariationalAutoencoderTask(_AutoencoderTaskBase):
 
     @staticmethod
     def extra_model_kwargs(config) -> dict:
-        return {"beta": config.beta}
+        return {"beta": config.beta, "free_bits": config.free_bits}
+
+    def kl_weight(self, step: int) -> float:
+        """beta, ramped linearly from beta / kl_warmup_steps at step 0 up to beta at step kl_warmup_steps - 1."""
+        warmup = self.config.kl_warmup_steps
+        return self.config.beta * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+
+    def training_step(self, batch, modules, step):
+        return {"loss": modules[self.module_name](batch["pixel_values"], beta=self.kl_weight(step)).loss}
 
     def make_pipeline(self, modules):
         return AutoencoderPipeline(autoencoder=modules[self.module_name])
 
 
-class LatentCodeDataset(torch.utils.data.Dataset):
-    """A dataset's latents under a frozen autoencoder, computed once: items ``{"latents": (D,), "class_labels"}``."""
+@torch.no_grad()
+def posterior_stds(
+    vae: VariationalAutoencoder, pixel_values: torch.Tensor, batch_size: int = 500
+) -> torch.Tensor:
+    """(N, C, H, W) images → (N, latent_dim) standard deviations of the VAE's posteriors q(z|x), on the CPU."""
+    stds = []
+    for chunk in pixel_values.split(batch_size):
+        stds.append(vae.encode(chunk.to(vae.device, vae.dtype)).std.float().cpu())
+    return torch.cat(stds)
 
-    def __init__(self, dataset, autoencoder):
+
+class LatentCodeDataset(torch.utils.data.Dataset):
+    """A dataset's latents under a frozen autoencoder, computed once: items ``{"latents": (D,), "class_labels"}``
+    (the posterior mean for a VAE; with `with_stds`, also its standard deviations as ``"latent_stds"``)."""
+
+    def __init__(self, dataset, autoencoder, with_stds: bool = False):
         self.latents = encode_dataset(autoencoder, _all_pixel_values(dataset))
+        self.latent_stds = posterior_stds(autoencoder, _all_pixel_values(dataset)) if with_stds else None
         labels = getattr(dataset, "class_labels", None)
         if labels is None and "class_labels" in dataset[0]:
             labels = torch.stack([torch.as_tensor(dataset[i]["class_labels"]) for i in range(len(dataset))])
@@ -170,6 +211,8 @@ class LatentCodeDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         item = {"latents": self.latents[index]}
+        if self.latent_stds is not None:
+            item["latent_stds"] = self.latent_stds[index]
         if self.class_labels is not None:
             item["class_labels"] = self.class_labels[index]
         return item
@@ -236,3 +279,61 @@ class MixtureDensityPriorTask(TrainingTask):
             return pipeline(batch_size=num_images, generator=generator, output_type="pt").images
         labels = cycle_class_labels(num_images, self.prior.config.num_classes)
         return pipeline(class_labels=labels, generator=generator, output_type="pt").images
+
+
+class TwoStageVAETask(TrainingTask):
+    """The second stage of a two-stage VAE (Dai & Wipf, arXiv:1903.05789) over a frozen, trained VAE.
+
+    It is trained on samples of the first stage's posteriors q(z|x) (a fresh eps at every step), i.e. on the
+    aggregate posterior q(z) that decoding should draw from; the saved pipeline samples u ~ N(0, I), maps it to a
+    latent with the second stage's decoder, and decodes that with the first stage's.
+    """
+
+    name = "two_stage_vae"
+    Config = TwoStageVAEConfig
+
+    @classmethod
+    def stages(cls, config: TwoStageVAEConfig) -> list[Stage]:
+        """The first stage (`vae_config` into `vae`) when its config is set."""
+        if config.vae_config is None:
+            return []
+        return [Stage("vae", config.vae_config, config.vae)]
+
+    def __init__(self, config: TwoStageVAEConfig, dataset):
+        super().__init__(config, dataset)
+        try:
+            self.vae = AutoencoderPipeline.from_pretrained(config.vae).autoencoder
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"`model.vae`={config.vae!r} holds no AutoencoderPipeline ({error}). Train it first "
+                f"(`latentzoo train {config.vae_config or 'vae-mnist-first-stage'} output_dir={config.vae}`) or "
+                "point it at a trained one."
+            ) from None
+        if not isinstance(self.vae, VariationalAutoencoder):
+            raise ValueError(
+                f"`model.vae`={config.vae!r} holds a {type(self.vae).__name__}, not a VariationalAutoencoder; the "
+                "second stage models a VAE's posteriors: train a `vae` run (e.g. vae-mnist-first-stage), or fit an "
+                "`mdn_prior` to an autoencoder."
+            )
+        self.vae.requires_grad_(False).eval()
+        self.prior = TwoStageVAEPrior(
+            latent_dim=self.vae.config.latent_dim, hidden_dims=tuple(config.hidden_dims)
+        )
+
+    def to(self, device):
+        self.vae.to(device)
+
+    def train_dataset(self):
+        return LatentCodeDataset(self.dataset, self.vae, with_stds=True)
+
+    def trainable_modules(self):
+        return {"prior": self.prior}
+
+    def training_step(self, batch, modules, step):
+        # A sample of q(z|x) = N(mean, std²): eps from torch's global generator, which the Trainer seeds per process.
+        means, stds = batch["latents"], batch["latent_stds"]
+        latents = means + stds * torch.randn_like(stds)
+        return {"loss": modules["prior"](latents)}
+
+    def make_pipeline(self, modules):
+        return AutoencoderPipeline(autoencoder=self.vae, prior=modules["prior"])
