@@ -15,7 +15,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers import KarrasDiffusionSchedulers
 
-from latentzoo.models.checks import ClassLabels, check_class_labels
+from latentzoo.models.checks import ClassLabels, check_class_labels, check_number
 from latentzoo.pipelines.loading import SavedAsDiffusersPipeline
 from latentzoo.pipelines.utils import (
     SavedSamplingDefaults,
@@ -53,6 +53,10 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
             validated with, saved in model_index.json. None (a folder saved without it): 1.0.
         default_num_inference_steps (`int`, *optional*):
             The `num_inference_steps` of a call without them, saved like `default_guidance_scale`. None: 50.
+        distilled_guidance_scale (`float`, *optional*):
+            Set for a few-step UNet distilled at this guidance scale (task `ddpm_lcd`): its conditional output is
+            already the guided one, so each step makes one conditional call, and a call may not ask for another
+            scale. None (every other model): classifier-free guidance as usual.
     """
 
     model_cpu_offload_seq = "unet"
@@ -66,6 +70,7 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
         scheduler: KarrasDiffusionSchedulers,
         default_guidance_scale: float | None = None,
         default_num_inference_steps: int | None = None,
+        distilled_guidance_scale: float | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
@@ -73,6 +78,16 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
         self.register_sampling_defaults(
             default_guidance_scale, default_num_inference_steps, guidance_example=2.0
         )
+        if distilled_guidance_scale is not None:
+            distilled_guidance_scale = check_number(
+                distilled_guidance_scale, "distilled_guidance_scale", low=0, example=3.0
+            )
+            if unet.config.num_class_embeds is None:
+                raise ValueError(
+                    "`distilled_guidance_scale` is for a class-conditional UNet distilled with guidance; this UNet "
+                    "is unconditional: leave it out."
+                )
+        self.register_to_config(distilled_guidance_scale=distilled_guidance_scale)
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
 
     @property
@@ -87,8 +102,14 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
         return self._guidance_scale
 
     @property
+    def guidance_is_distilled(self) -> bool:
+        """Whether the UNet was distilled at one guidance scale (`config.distilled_guidance_scale`): one conditional
+        call per step gives the guided prediction."""
+        return self.config.get("distilled_guidance_scale") is not None
+
+    @property
     def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1
+        return self._guidance_scale > 1 and not self.guidance_is_distilled
 
     @property
     def diffusers_class_name(self) -> str | None:
@@ -114,6 +135,11 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
         if batch_size is not None:
             check_positive_int(batch_size, "batch_size")
         if class_labels is None:
+            if self.guidance_is_distilled:
+                raise ValueError(
+                    "This few-step UNet was distilled for class labels (at guidance scale "
+                    f"{self.config.distilled_guidance_scale}): pass `class_labels`."
+                )
             if guidance_scale > 1:
                 raise ValueError(
                     f"`guidance_scale`={guidance_scale} guides towards `class_labels`, but none were given; pass "
@@ -124,6 +150,13 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
             raise ValueError(
                 "This pipeline's UNet is unconditional (`unet.config.num_class_embeds` is None): pass `batch_size` "
                 "instead of `class_labels`."
+            )
+        distilled = self.config.get("distilled_guidance_scale")
+        if distilled is not None and guidance_scale != distilled:
+            raise ValueError(
+                f"This few-step UNet was distilled at guidance scale {distilled}, which it cannot change: leave "
+                f"`guidance_scale` out (or pass {distilled}); for another scale distil again "
+                "(`latentzoo train ddpm-mnist-classes-fewstep model.guidance_scale=...`)."
             )
         self.prepare_class_labels(class_labels, batch_size, "cpu")  # checks the labels against num_classes
 
@@ -191,7 +224,9 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
                 Classifier-free guidance `uncond + s * (cond - uncond)` (arXiv:2207.12598, eq. (6)), the null class
                 being "uncond"; a finite number >= 0. With `guidance_scale <= 1` the UNet runs on the conditional
                 batch only. Not given: with `class_labels`, the scale the model was validated with (saved with
-                it; 1.0 for a folder saved without one); without them 1.0 (unconditional samples).
+                it; 1.0 for a folder saved without one); without them 1.0 (unconditional samples). A few-step UNet
+                distilled at one scale (`guidance_is_distilled`) takes that scale only, in one conditional call
+                per step.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 Source of all randomness. A list gives one generator per image, so a batch reproduces the images
                 generated one by one.
@@ -227,6 +262,8 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
             guidance_scale = (
                 self.fallback_guidance_scale if class_labels is None else self.default_guidance_scale
             )
+            if self.guidance_is_distilled:
+                guidance_scale = self.config.distilled_guidance_scale
 
         # 1. Check inputs
         self.check_inputs(batch_size, class_labels, guidance_scale, num_inference_steps, output_type, eta)

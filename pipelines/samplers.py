@@ -41,7 +41,7 @@ FLOW_SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict]] = {
 }
 
 
-# A consistency-distilled model (task text2img_lcd, saved with an LCMScheduler) maps any point of the trajectory to
+# A consistency-distilled model (tasks text2img_lcd and ddpm_lcd, saved with an LCMScheduler) maps any point of the trajectory to
 # its end, and only consistency samplers use that: LCM's multistep sampler (arXiv:2310.04378), or TCD's
 # (arXiv:2402.19159), whose `eta` (the pipeline call's; 0 by default: deterministic) sets how much noise each step
 # re-injects.

@@ -320,6 +320,12 @@ CARDS = {
         {"images": 4},
     ),
     "text2img_lcd": ("text2img_lcd", {}, saved(consistency_student), {"images": 4}),
+    "ddpm_lcd": (
+        "ddpm_lcd",
+        {},
+        saved(lambda: pixel_pipeline(4, LCMScheduler(), distilled_guidance_scale=3.0)),
+        {"images": 4},
+    ),
 }
 WITHOUT_LATENTZOO = {"autoencoder_kl", "clip_text", "ddpm", "text2img", "text2img_lcd"}
 
@@ -376,6 +382,7 @@ def test_every_card_snippet_runs_as_it_stands_in_a_fresh_interpreter(tmp_path, v
         ("text2img", {"conditioning": "concatenation"}, "latentzoo"),
         ("text2img", {"objective": "flow_matching"}, "latentzoo"),
         ("text2img_lcd", {}, "diffusers"),
+        ("ddpm_lcd", {}, "latentzoo"),
         ("ddpm", {"class_conditional": False}, "diffusers"),
         ("ddpm", {"class_conditional": False, "objective": "flow_matching"}, "diffusers"),
         ("ddpm", {}, "latentzoo"),

@@ -12,6 +12,7 @@ TASKS: dict[str, str] = {
     "autoencoder_kl": "autoencoder_kl:AutoencoderKLTask",
     "clip_text": "contrastive:ContrastiveTextTask",
     "ddpm": "ddpm:DDPMTask",
+    "ddpm_lcd": "consistency:PixelConsistencyDistillationTask",
     "gan": "gan:GANTask",
     "mdn_prior": "autoencoder:MixtureDensityPriorTask",
     "text2img": "text_to_image:TextToImageTask",

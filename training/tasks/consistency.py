@@ -1,22 +1,28 @@
-"""Few-step text-to-image: latent consistency distillation (LCD) of a trained text-to-image model.
+"""Few-step generation: latent consistency distillation (LCD) of a trained diffusion model.
 
 Luo et al., "Latent Consistency Models" (arXiv:2310.04378), after Song et al.'s consistency distillation
-(arXiv:2303.01469). A student UNet f(z_t, t, w, prompt) learns to map every point of the teacher's guided
-probability-flow ODE trajectory to the same clean latent, so a 1-4 step sampler (diffusers' ``LCMScheduler``) can
-jump along it. Per batch of clean latents z_0:
+(arXiv:2303.01469). A student UNet f(x_t, t, ·) learns to map every point of the teacher's guided probability-flow
+ODE trajectory to the same clean sample, so a 1-4 step sampler (diffusers' ``LCMScheduler``) can jump along it. Per
+batch of clean samples x_0 (VAE latents for text to image, pixels for the pixel DDPM):
 
-    n ~ U{0, ..., N - 1}, t = the n-th of the N solver timesteps, t' = t - T/N (≥ 0); s ~ U[s_min, s_max], w = s - 1
-    z_t       = q(z_t | z_0)                                       (fresh noise)
-    z_t'      = one DDIM step of the teacher from z_t to t', with the guided x_0 and ε  cond + w (cond - uncond)
-    loss      = d( f_student(z_t, t, s),  sg[f_target(z_t', t', s)] )     pseudo-Huber d
-    f(z, t)   = c_skip(t) z + c_out(t) x̂_0(z, t)                  (LCMScheduler's boundary scalings: f = x_0 at t = 0)
+    n ~ U{0, ..., N - 1}, t = the n-th of the N solver timesteps, t' = t - T/N (≥ 0); guidance scale s
+    x_t       = q(x_t | x_0)                                       (fresh noise)
+    x_t'      = one DDIM step of the teacher from x_t to t', with the guided x_0 and ε  cond + (s - 1)(cond - uncond)
+    loss      = d( f_student(x_t, t),  sg[f_target(x_t', t')] )     pseudo-Huber d
+    f(x, t)   = c_skip(t) x + c_out(t) x̂_0(x, t)                  (LCMScheduler's boundary scalings: f = x_0 at t = 0)
 
 The target network is an exponential moving average of the student (decay `target_decay`, updated before every
-optimizer step), checkpointed with the run. The student is the teacher's UNet with a guidance input
-(`time_cond_proj_dim`, its projection zero-initialised so that it starts as the teacher), so one conditional call
-per step samples at any guidance scale s in the trained range. The teacher's VAE, text encoder and tokenizer are
-frozen and saved unchanged; the pipeline is a ``LatentTextToImagePipeline`` with an ``LCMScheduler``:
-``pipe(prompt, num_inference_steps=4)`` samples as validation did.
+optimizer step), checkpointed with the run. The teacher is frozen; a `teacher_config` preset trains it first when its
+folder holds no model (a stage). Two students:
+
+- ``text2img_lcd`` (`ConsistencyDistillationTask`): the text-to-image UNet plus a guidance input
+  (`time_cond_proj_dim`, zero-initialised so that it starts as the teacher), s ~ U[s_min, s_max] per sample, so one
+  conditional call per step samples at any scale in that range. The VAE, text encoder and tokenizer are saved
+  unchanged; ``pipe(prompt, num_inference_steps=4)`` samples as validation did.
+- ``ddpm_lcd`` (`PixelConsistencyDistillationTask`): the class-conditional pixel UNet, a ``UNet2DModel`` with no
+  input for a scale, distilled at one fixed scale s (`guidance_scale`) into a copy of the teacher; its pipeline
+  records that scale (`distilled_guidance_scale`) and makes one conditional call per step:
+  ``pipe(class_labels=[3, 7], num_inference_steps=4)``.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from diffusers import LCMScheduler, UNet2DConditionModel
+from diffusers import LCMScheduler, UNet2DConditionModel, UNet2DModel
 
+from ...models.checks import cycle_class_labels
+from ...pipelines.pixel_diffusion import PixelDiffusionPipeline
 from ...pipelines.samplers import is_flow_matching
 from ...pipelines.text_to_image import LatentTextToImagePipeline
 from ...pipelines.utils import guidance_scale_embedding
@@ -48,34 +56,44 @@ _SCHEDULE_KEYS = (
 
 
 @dataclass
-class ConsistencyDistillationConfig(TaskConfig):
-    # The trained LatentTextToImagePipeline to distil (folder or Hub id), cross-attention conditioned, trained with the
-    # ddpm objective. When the folder holds no model yet and `teacher_config` is set, `latentzoo train` first trains
-    # it from that preset (a stage: `stages.teacher.max_train_steps=...` overrides it).
-    teacher: str = "outputs/text2img-mnist"
-    teacher_config: str | None = "text2img-mnist"
+class DistillationConfig(TaskConfig):
+    """What both students share."""
 
+    # The trained pipeline to distil (folder or Hub id), trained with the ddpm objective. When the folder holds no
+    # model yet and `teacher_config` is set, `latentzoo train` first trains it from that preset (a stage:
+    # `stages.teacher.max_train_steps=...` overrides it).
+    teacher: str = ""
+    teacher_config: str | None = None
     # N: the teacher's ODE is discretised at N timesteps (every T/N-th); one DDIM step of it per loss. LCM's 50.
     num_ddim_timesteps: PositiveInt = 50
-    # Guidance scales s the student learns, drawn uniformly per sample (the teacher guided with cond + (s-1)(cond -
-    # uncond)); a sampling call may then pick any s in this range.
-    guidance_scale_min: NonNegativeFloat = 1.0
-    guidance_scale_max: NonNegativeFloat = 5.0
-    # Width of the guidance embedding the student's time embedding takes (`time_cond_proj_dim`).
-    guidance_embedding_dim: PositiveInt = 256
-    # LCMScheduler's `timestep_scaling`: c_skip(t) = σ² / ((t·k)² + σ²) with σ = 0.5, so f(z, t) is x̂_0 but near t=0.
+    # LCMScheduler's `timestep_scaling`: c_skip(t) = σ² / ((t·k)² + σ²) with σ = 0.5, so f(x, t) is x̂_0 but near t=0.
     timestep_scaling: PositiveFloat = 10.0
     # Distance between student and target: pseudo-Huber sqrt(d² + c²) - c (c = huber_c), or mean squared error.
     loss_type: Literal["huber", "l2"] = "huber"
     huber_c: PositiveFloat = 0.001
     # The target network's EMA decay of the student (LCM's 0.95).
     target_decay: UnitInterval = 0.95
+    # Steps of the validation grid, saved with the pipeline as its default.
+    validation_num_inference_steps: PositiveInt = 4
+
+
+@dataclass
+class ConsistencyDistillationConfig(DistillationConfig):
+    # A cross-attention LatentTextToImagePipeline.
+    teacher: str = "outputs/text2img-mnist"
+    teacher_config: str | None = "text2img-mnist"
+
+    # Guidance scales s the student learns, drawn uniformly per sample (the teacher guided with cond + (s-1)(cond -
+    # uncond)); a sampling call may then pick any s in this range.
+    guidance_scale_min: NonNegativeFloat = 1.0
+    guidance_scale_max: NonNegativeFloat = 5.0
+    # Width of the guidance embedding the student's time embedding takes (`time_cond_proj_dim`).
+    guidance_embedding_dim: PositiveInt = 256
 
     # Validation grid and the defaults saved with the pipeline (a call without steps or guidance uses them). The
     # guidance scale must lie in [guidance_scale_min, guidance_scale_max]. null prompts: the first 10
     # distinct captions of the data.
     validation_prompts: tuple[str, ...] | None = None
-    validation_num_inference_steps: PositiveInt = 4
     validation_guidance_scale: NonNegativeFloat = 3.0
 
     def __post_init__(self):
@@ -92,47 +110,59 @@ class ConsistencyDistillationConfig(TaskConfig):
             )
 
 
+@dataclass
+class PixelConsistencyDistillationConfig(DistillationConfig):
+    # A class-conditional PixelDiffusionPipeline.
+    teacher: str = "outputs/ddpm-mnist-classes"
+    teacher_config: str | None = "ddpm-mnist-classes"
+    # The one guidance scale distilled into the student (a UNet2DModel takes no scale): the teacher's guided ODE at s.
+    guidance_scale: PositiveFloat = 3.0
+
+
 class _Target(torch.nn.Module):
     """The target network and the optimizer step it was last updated before, checkpointed together."""
 
-    def __init__(self, unet: UNet2DConditionModel):
+    def __init__(self, unet: torch.nn.Module):
         super().__init__()
         self.unet = unet
         self.register_buffer("updated_at_step", torch.tensor(-1, dtype=torch.int64))
 
 
-class ConsistencyDistillationTask(TrainingTask):
-    name = "text2img_lcd"
-    Config = ConsistencyDistillationConfig
+def _check_teacher(teacher, path: str) -> None:
+    """Refuse a teacher this distillation cannot use, naming the fix."""
+    if getattr(teacher, "guidance_is_embedded", False) or getattr(teacher, "guidance_is_distilled", False):
+        raise ValueError(
+            f"The teacher at {path} is already a few-step (guidance-distilled) model; distil the model it came from "
+            "(its `model.teacher`)."
+        )
+    if is_flow_matching(teacher.scheduler.config):
+        raise ValueError(
+            f"The teacher at {path} was trained with flow matching; latent consistency distillation here needs a "
+            "noise-schedule teacher (model.objective=ddpm)."
+        )
+
+
+class _ConsistencyDistillationTask(TrainingTask):
+    """The distillation both students share (module docstring): the LCMScheduler that fixes the solver's timesteps and
+    the boundary scalings, the EMA target, one guided DDIM step of the teacher, the consistency loss. A subclass
+    gives the clean samples and their condition, the guidance scales, and how its UNets are called."""
 
     @classmethod
-    def stages(cls, config: ConsistencyDistillationConfig) -> list[Stage]:
+    def stages(cls, config: DistillationConfig) -> list[Stage]:
         """The teacher, trained from `teacher_config` into `teacher` when that folder holds no model."""
         if config.teacher_config is None:
             return []
         return [Stage("teacher", config.teacher_config, config.teacher)]
 
-    @classmethod
-    def requires(cls, config: ConsistencyDistillationConfig) -> tuple[str, ...]:
-        return ("captions",)
-
-    def __init__(self, config: ConsistencyDistillationConfig, dataset):
-        super().__init__(config, dataset)
-        teacher = self._load_teacher(config.teacher)
-        self.vae, self.text_encoder, self.tokenizer = teacher.vae, teacher.text_encoder, teacher.tokenizer
-        for module in (self.vae, self.text_encoder, teacher.unet):
-            module.requires_grad_(False).eval()
-        self.teacher_unet = teacher.unet
-        if dataset[0]["pixel_values"].shape[0] != self.vae.config.in_channels:
-            raise ValueError(
-                f"The data has {dataset[0]['pixel_values'].shape[0]} channel(s), the teacher's VAE takes "
-                f"{self.vae.config.in_channels}: distil on the data the teacher was trained on."
-            )
-
-        # The sampler the student is saved with fixes the solver's timesteps and the boundary scalings: training
-        # reads them from it, so the two cannot disagree.
+    def _set_up_distillation(
+        self, teacher_scheduler, teacher_unet: torch.nn.Module, student: torch.nn.Module
+    ):
+        """The sampler the student is saved with fixes the solver's timesteps and the boundary scalings: training
+        reads them from it, so the two cannot disagree. `student` starts as a copy of `teacher_unet`; the target
+        starts as a copy of the student."""
+        config = self.config
         schedule = {
-            key: teacher.scheduler.config[key] for key in _SCHEDULE_KEYS if key in teacher.scheduler.config
+            key: teacher_scheduler.config[key] for key in _SCHEDULE_KEYS if key in teacher_scheduler.config
         }
         self.scheduler = LCMScheduler(
             **schedule,
@@ -152,53 +182,14 @@ class ConsistencyDistillationTask(TrainingTask):
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
         self.prediction_type = self.scheduler.config.prediction_type
 
-        # The student: the teacher's UNet plus a guidance input whose projection starts at zero (student = teacher).
-        self.student = UNet2DConditionModel.from_config(
-            self.teacher_unet.config, time_cond_proj_dim=config.guidance_embedding_dim
-        )
-        missing, unexpected = self.student.load_state_dict(self.teacher_unet.state_dict(), strict=False)
-        assert not unexpected and all("cond_proj" in name for name in missing), (missing, unexpected)
-        torch.nn.init.zeros_(self.student.time_embedding.cond_proj.weight)
-        self.target = _Target(UNet2DConditionModel.from_config(self.student.config))
-        self.target.unet.load_state_dict(self.student.state_dict())
+        self.teacher_unet = teacher_unet.requires_grad_(False).eval()
+        self.student = student
+        self.target = _Target(type(student).from_config(student.config))
+        self.target.unet.load_state_dict(student.state_dict())
         self.target.requires_grad_(False).eval()
 
-        self.unconditional_ids = self.tokenize([""])
-        self._unconditional: torch.Tensor | None = None  # its hidden states: the text encoder is frozen
-        if config.validation_prompts is None:
-            config.validation_prompts = tuple(first_captions(dataset, 10))
-
-    @staticmethod
-    def _load_teacher(path: str) -> LatentTextToImagePipeline:
-        try:
-            teacher = LatentTextToImagePipeline.from_pretrained(path)
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"`model.teacher`={path!r} holds no trained text-to-image pipeline ({error}). Train one first "
-                "(`latentzoo train text2img-mnist`), or set `model.teacher_config` to the preset that trains it."
-            ) from None
-        if teacher.prompt_projection is not None:
-            raise ValueError(
-                f"The teacher at {path} is conditioned by concatenation; consistency distillation here needs a "
-                "cross-attention text-to-image model (model.conditioning=cross_attention)."
-            )
-        if teacher.guidance_is_embedded:
-            raise ValueError(
-                f"The teacher at {path} is already a few-step (guidance-distilled) model; distil the text-to-image "
-                "model it came from (its `model.teacher`)."
-            )
-        if is_flow_matching(teacher.scheduler.config):
-            raise ValueError(
-                f"The teacher at {path} was trained with flow matching; latent consistency distillation here needs a "
-                "noise-schedule teacher (model.objective=ddpm)."
-            )
-        return teacher
-
-    def train_dataset(self):
-        return LatentDataset(self.dataset, self.vae)
-
     def to(self, device):
-        for module in (self.vae, self.text_encoder, self.teacher_unet, self.target):
+        for module in (self.teacher_unet, self.target):
             module.to(device)
         self.alphas_cumprod = self.alphas_cumprod.to(device)
         self.solver_timesteps = self.solver_timesteps.to(device)
@@ -209,9 +200,24 @@ class ConsistencyDistillationTask(TrainingTask):
     def checkpoint_state(self):
         return {"target": self.target}
 
-    def tokenize(self, texts: list[str]) -> torch.Tensor:
-        return token_ids(self.tokenizer, texts)
+    # ------------------------------------------------------------------ what a student gives
+    def clean_and_condition(self, batch) -> tuple[torch.Tensor, object]:
+        """x_0 (B, C, H, W) and the condition both UNets take."""
+        raise NotImplementedError
 
+    def guidance_scales(self, batch_size: int, device) -> torch.Tensor:
+        """(B,) guidance scales s of the teacher's steps."""
+        raise NotImplementedError
+
+    def teacher_outputs(self, noisy, timesteps, condition) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's conditional and unconditional outputs at (x_t, t), from one batched call."""
+        raise NotImplementedError
+
+    def student_output(self, unet, sample, timesteps, condition, scales) -> torch.Tensor:
+        """A student (or target) UNet's output at (x, t)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the distillation
     @torch.no_grad()
     def _update_target(self, step: int) -> None:
         """θ⁻ ← μ θ⁻ + (1 - μ) θ, once per optimizer step (the first micro-batch of step `step` does it)."""
@@ -239,23 +245,16 @@ class ConsistencyDistillationTask(TrainingTask):
         raise ValueError(f"Unsupported prediction_type {self.prediction_type!r} of the teacher's scheduler.")
 
     def _consistency(self, output, sample, timesteps) -> torch.Tensor:
-        """f(z, t) = c_skip(t) z + c_out(t) x̂_0(z, t): the LCMScheduler's denoised sample."""
+        """f(x, t) = c_skip(t) x + c_out(t) x̂_0(x, t): the LCMScheduler's denoised sample."""
         c_skip, c_out = self.scheduler.get_scalings_for_boundary_condition_discrete(timesteps.float())
         x0, _ = self._x0_and_noise(output, sample, timesteps)
         return c_skip.view(-1, 1, 1, 1) * sample + c_out.view(-1, 1, 1, 1) * x0
 
     @torch.no_grad()
-    def teacher_step(self, noisy, start, end, text, scales) -> torch.Tensor:
-        """One DDIM step (η = 0) of the teacher from z_t at `start` to `end`, guided with scales s (B,): the guided
-        x̂_0 and ε̂ are cond + (s - 1)(cond - uncond), and z_t' = sqrt(ᾱ_t') x̂_0 + sqrt(1 - ᾱ_t') ε̂."""
-        if self._unconditional is None or self._unconditional.device != noisy.device:
-            self._unconditional = self.text_encoder(self.unconditional_ids.to(noisy.device))[0]
-        unconditional = self._unconditional.expand_as(text)
-        conditional_output, unconditional_output = self.teacher_unet(
-            torch.cat([noisy, noisy]),
-            torch.cat([start, start]),
-            encoder_hidden_states=torch.cat([text, unconditional]),
-        ).sample.chunk(2)
+    def teacher_step(self, noisy, start, end, condition, scales) -> torch.Tensor:
+        """One DDIM step (η = 0) of the teacher from x_t at `start` to `end`, guided with scales s (B,): the guided
+        x̂_0 and ε̂ are cond + (s - 1)(cond - uncond), and x_t' = sqrt(ᾱ_t') x̂_0 + sqrt(1 - ᾱ_t') ε̂."""
+        conditional_output, unconditional_output = self.teacher_outputs(noisy, start, condition)
         conditional_x0, conditional_eps = self._x0_and_noise(conditional_output, noisy, start)
         unconditional_x0, unconditional_eps = self._x0_and_noise(unconditional_output, noisy, start)
         w = (scales - 1).view(-1, 1, 1, 1)
@@ -266,31 +265,24 @@ class ConsistencyDistillationTask(TrainingTask):
 
     def training_step(self, batch, modules, step):
         self._update_target(step)
-        mean, std = batch["latent_mean"], batch["latent_std"]
-        latents = (mean + std * torch.randn_like(mean)) * self.vae.config.scaling_factor
-        batch_size, device = latents.shape[0], latents.device
+        clean, condition = self.clean_and_condition(batch)
+        batch_size, device = clean.shape[0], clean.device
 
-        noise = torch.randn_like(latents)
+        noise = torch.randn_like(clean)
         index = torch.randint(0, len(self.solver_timesteps), (batch_size,), device=device)
         start = self.solver_timesteps[index]
         end = (start - self.skip).clamp(min=0)
-        scales = torch.empty(batch_size, device=device).uniform_(
-            self.config.guidance_scale_min, self.config.guidance_scale_max
-        )
-        embedding = guidance_scale_embedding(scales, self.config.guidance_embedding_dim).to(latents.dtype)
+        scales = self.guidance_scales(batch_size, device)
 
         alpha, sigma = self._alpha_sigma(start)
-        noisy = alpha * latents + sigma * noise  # q(z_t | z_0)
+        noisy = alpha * clean + sigma * noise  # q(x_t | x_0)
 
         with torch.no_grad():
-            text = self.text_encoder(self.tokenize(batch["text"]).to(device))[0]
-            previous = self.teacher_step(noisy, start, end, text, scales)
-            target_output = self.target.unet(
-                previous, end, encoder_hidden_states=text, timestep_cond=embedding
-            )
-            target = self._consistency(target_output.sample, previous, end)
+            previous = self.teacher_step(noisy, start, end, condition, scales)
+            target_output = self.student_output(self.target.unet, previous, end, condition, scales)
+            target = self._consistency(target_output, previous, end)
 
-        output = modules["unet"](noisy, start, encoder_hidden_states=text, timestep_cond=embedding).sample
+        output = self.student_output(modules["unet"], noisy, start, condition, scales)
         prediction = self._consistency(output, noisy, start)
         if self.config.loss_type == "l2":
             loss = torch.nn.functional.mse_loss(prediction.float(), target.float())
@@ -298,6 +290,96 @@ class ConsistencyDistillationTask(TrainingTask):
             c = self.config.huber_c
             loss = (torch.sqrt((prediction.float() - target.float()) ** 2 + c**2) - c).mean()
         return {"loss": loss}
+
+
+class ConsistencyDistillationTask(_ConsistencyDistillationTask):
+    """``text2img_lcd``: the text-to-image student, guidance scale an input (module docstring)."""
+
+    name = "text2img_lcd"
+    Config = ConsistencyDistillationConfig
+
+    @classmethod
+    def requires(cls, config: ConsistencyDistillationConfig) -> tuple[str, ...]:
+        return ("captions",)
+
+    def __init__(self, config: ConsistencyDistillationConfig, dataset):
+        super().__init__(config, dataset)
+        teacher = self._load_teacher(config.teacher)
+        self.vae, self.text_encoder, self.tokenizer = teacher.vae, teacher.text_encoder, teacher.tokenizer
+        for module in (self.vae, self.text_encoder):
+            module.requires_grad_(False).eval()
+        if dataset[0]["pixel_values"].shape[0] != self.vae.config.in_channels:
+            raise ValueError(
+                f"The data has {dataset[0]['pixel_values'].shape[0]} channel(s), the teacher's VAE takes "
+                f"{self.vae.config.in_channels}: distil on the data the teacher was trained on."
+            )
+        # The student: the teacher's UNet plus a guidance input whose projection starts at zero (student = teacher).
+        student = UNet2DConditionModel.from_config(
+            teacher.unet.config, time_cond_proj_dim=config.guidance_embedding_dim
+        )
+        missing, unexpected = student.load_state_dict(teacher.unet.state_dict(), strict=False)
+        assert not unexpected and all("cond_proj" in name for name in missing), (missing, unexpected)
+        torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)
+        self._set_up_distillation(teacher.scheduler, teacher.unet, student)
+
+        self.unconditional_ids = self.tokenize([""])
+        self._unconditional: torch.Tensor | None = None  # its hidden states: the text encoder is frozen
+        if config.validation_prompts is None:
+            config.validation_prompts = tuple(first_captions(dataset, 10))
+
+    @staticmethod
+    def _load_teacher(path: str) -> LatentTextToImagePipeline:
+        try:
+            teacher = LatentTextToImagePipeline.from_pretrained(path)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"`model.teacher`={path!r} holds no trained text-to-image pipeline ({error}). Train one first "
+                "(`latentzoo train text2img-mnist`), or set `model.teacher_config` to the preset that trains it."
+            ) from None
+        if teacher.prompt_projection is not None:
+            raise ValueError(
+                f"The teacher at {path} is conditioned by concatenation; consistency distillation here needs a "
+                "cross-attention text-to-image model (model.conditioning=cross_attention)."
+            )
+        _check_teacher(teacher, path)
+        return teacher
+
+    def train_dataset(self):
+        return LatentDataset(self.dataset, self.vae)
+
+    def to(self, device):
+        super().to(device)
+        for module in (self.vae, self.text_encoder):
+            module.to(device)
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return token_ids(self.tokenizer, texts)
+
+    def clean_and_condition(self, batch):
+        mean, std = batch["latent_mean"], batch["latent_std"]
+        latents = (mean + std * torch.randn_like(mean)) * self.vae.config.scaling_factor
+        with torch.no_grad():
+            text = self.text_encoder(self.tokenize(batch["text"]).to(latents.device))[0]
+        return latents, text
+
+    def guidance_scales(self, batch_size, device):
+        return torch.empty(batch_size, device=device).uniform_(
+            self.config.guidance_scale_min, self.config.guidance_scale_max
+        )
+
+    def teacher_outputs(self, noisy, timesteps, text):
+        if self._unconditional is None or self._unconditional.device != noisy.device:
+            self._unconditional = self.text_encoder(self.unconditional_ids.to(noisy.device))[0]
+        unconditional = self._unconditional.expand_as(text)
+        return self.teacher_unet(
+            torch.cat([noisy, noisy]),
+            torch.cat([timesteps, timesteps]),
+            encoder_hidden_states=torch.cat([text, unconditional]),
+        ).sample.chunk(2)
+
+    def student_output(self, unet, sample, timesteps, text, scales):
+        embedding = guidance_scale_embedding(scales, self.config.guidance_embedding_dim).to(sample.dtype)
+        return unet(sample, timesteps, encoder_hidden_states=text, timestep_cond=embedding).sample
 
     def make_pipeline(self, modules):
         return LatentTextToImagePipeline(
@@ -316,3 +398,74 @@ class ConsistencyDistillationTask(TrainingTask):
         return pipeline(
             prompts, num_images_per_prompt=per_prompt, generator=generator, output_type="pt"
         ).images
+
+
+class PixelConsistencyDistillationTask(_ConsistencyDistillationTask):
+    """``ddpm_lcd``: the class-conditional pixel student, distilled at one guidance scale (module docstring)."""
+
+    name = "ddpm_lcd"
+    Config = PixelConsistencyDistillationConfig
+
+    def __init__(self, config: PixelConsistencyDistillationConfig, dataset):
+        super().__init__(config, dataset)
+        teacher = self._load_teacher(config.teacher)
+        self.num_classes = teacher.num_classes
+        unet_config = teacher.unet.config
+        expected = (unet_config.in_channels, unet_config.sample_size, unet_config.sample_size)
+        if tuple(dataset[0]["pixel_values"].shape) != expected:
+            raise ValueError(
+                f"The data's images are {tuple(dataset[0]['pixel_values'].shape)}, the teacher's UNet takes "
+                f"{expected}: distil on the data the teacher was trained on."
+            )
+        student = UNet2DModel.from_config(unet_config)
+        student.load_state_dict(teacher.unet.state_dict())
+        self._set_up_distillation(teacher.scheduler, teacher.unet, student)
+
+    @staticmethod
+    def _load_teacher(path: str) -> PixelDiffusionPipeline:
+        try:
+            teacher = PixelDiffusionPipeline.from_pretrained(path)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"`model.teacher`={path!r} holds no trained pixel diffusion pipeline ({error}). Train one first "
+                "(`latentzoo train ddpm-mnist-classes`), or set `model.teacher_config` to the preset that trains it."
+            ) from None
+        if teacher.num_classes is None:
+            raise ValueError(
+                f"The teacher at {path} is unconditional; `ddpm_lcd` distils classifier-free guidance, which needs a "
+                "class-conditional teacher (`latentzoo train ddpm-mnist-classes`)."
+            )
+        _check_teacher(teacher, path)
+        return teacher
+
+    def clean_and_condition(self, batch):
+        pixel_values = batch["pixel_values"]  # x_0: (B, C, H, W) in [-1, 1]
+        return pixel_values, batch["class_labels"].to(pixel_values.device)
+
+    def guidance_scales(self, batch_size, device):
+        return torch.full((batch_size,), self.config.guidance_scale, device=device)
+
+    def teacher_outputs(self, noisy, timesteps, class_labels):
+        null_labels = torch.full_like(class_labels, self.num_classes)  # the null class: index num_classes
+        return self.teacher_unet(
+            torch.cat([noisy, noisy]),
+            torch.cat([timesteps, timesteps]),
+            class_labels=torch.cat([class_labels, null_labels]),
+        ).sample.chunk(2)
+
+    def student_output(self, unet, sample, timesteps, class_labels, scales):
+        return unet(sample, timesteps, class_labels=class_labels).sample
+
+    def make_pipeline(self, modules):
+        return PixelDiffusionPipeline(
+            unet=modules["unet"],
+            scheduler=LCMScheduler.from_config(self.scheduler.config),
+            default_guidance_scale=self.config.guidance_scale,
+            default_num_inference_steps=self.config.validation_num_inference_steps,
+            distilled_guidance_scale=self.config.guidance_scale,
+        )
+
+    def validation_images(self, pipeline, num_images, generator):
+        pipeline.set_progress_bar_config(disable=True)
+        class_labels = cycle_class_labels(num_images, self.num_classes)
+        return pipeline(class_labels=class_labels, generator=generator, output_type="pt").images
