@@ -26,7 +26,14 @@ from torch import nn
 
 from .checks import ClassLabels, check_class_labels, check_number
 
-__all__ = ["ConfigMixin", "MixtureDensityNetwork", "MixtureDensityOutput", "ModelMixin", "mixture_log_prob"]
+__all__ = [
+    "ConfigMixin",
+    "MixtureDensityNetwork",
+    "MixtureDensityOutput",
+    "ModelMixin",
+    "mixture_log_prob",
+    "target_statistics",
+]
 
 
 @dataclass
@@ -60,6 +67,17 @@ def mixture_log_prob(
     return torch.logsumexp(F.log_softmax(logits, dim=-1) + component, dim=-1)
 
 
+def target_statistics(targets: torch.Tensor) -> dict[str, list[float]]:
+    """(N, D) targets → `{"target_mean": [...], "target_std": [...]}` per dimension, the keyword arguments of a
+    [`MixtureDensityNetwork`] that models them standardized (a constant dimension gets std 1)."""
+    if targets.ndim != 2 or len(targets) < 2:
+        raise ValueError(f"`targets` must be (N >= 2, D), got {tuple(targets.shape)}.")
+    targets = targets.detach().double()
+    std = targets.std(0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return {"target_mean": targets.mean(0).tolist(), "target_std": std.tolist()}
+
+
 def _uniform(
     batch_size: int, generator: torch.Generator | list[torch.Generator] | None, device: torch.device
 ) -> torch.Tensor:
@@ -84,7 +102,15 @@ class MixtureDensityNetwork(ModelMixin, ConfigMixin):
         num_classes (`int`, *optional*): number of class labels the network is conditioned on (None: none).
         class_embed_dim (`int`, defaults to 32): width of the class-label embedding.
         hidden_dims (`tuple[int, ...]`, defaults to `(64, 64)`): widths of the MLP's hidden layers.
-        min_std (`float`, defaults to 1e-3): floor of every σ, so the likelihood stays bounded.
+        min_std (`float`, defaults to 1e-3): floor of every σ, so the likelihood stays bounded (in the standardized
+            units below).
+        target_mean, target_std (`list[float]`, *optional*): per-dimension mean and standard deviation of the
+            targets (e.g. from [`target_statistics`]). The network then predicts the mixture of the standardized
+            target `(y − mean) / std` and maps it back: μ = mean + std · μ', σ = std · σ'. Targets far from unit scale
+            (a plain autoencoder's latents have standard deviations ~10) are otherwise badly fitted from a
+            unit-scale initialisation. None: no standardization.
+        default_temperature (`float`, defaults to 1.0): the `temperature` that [`sample`] uses when given none, so a
+            pipeline samples at the value the model was validated with. Below 1 trades diversity for typicality.
 
     Example:
         >>> mdn = MixtureDensityNetwork(output_dim=16, num_components=10, num_classes=10)
@@ -102,6 +128,9 @@ class MixtureDensityNetwork(ModelMixin, ConfigMixin):
         class_embed_dim: int = 32,
         hidden_dims: tuple[int, ...] = (64, 64),
         min_std: float = 1e-3,
+        target_mean: list[float] | None = None,
+        target_std: list[float] | None = None,
+        default_temperature: float = 1.0,
     ):
         super().__init__()
         for name, value in (("output_dim", output_dim), ("num_components", num_components)):
@@ -113,6 +142,29 @@ class MixtureDensityNetwork(ModelMixin, ConfigMixin):
             raise ValueError(f"`num_classes` must be a positive int or None, got {num_classes}.")
         if min_std <= 0:
             raise ValueError(f"`min_std` must be positive, got {min_std}.")
+        check_number(
+            default_temperature, "default_temperature", low=0, example=1.0, hint="0 gives the component means"
+        )
+        if (target_mean is None) != (target_std is None):
+            raise ValueError(
+                "Give both `target_mean` and `target_std` (e.g. from `target_statistics(targets)`), or neither."
+            )
+        mean = (
+            torch.zeros(output_dim) if target_mean is None else torch.tensor(target_mean, dtype=torch.float32)
+        )
+        std = torch.ones(output_dim) if target_std is None else torch.tensor(target_std, dtype=torch.float32)
+        if mean.shape != (output_dim,) or std.shape != (output_dim,):
+            raise ValueError(
+                f"`target_mean` and `target_std` must hold output_dim={output_dim} numbers each, got "
+                f"{tuple(mean.shape)} and {tuple(std.shape)}."
+            )
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError(
+                "`target_mean` must be finite and `target_std` finite and positive in every dimension."
+            )
+        # From the config, not the weights: folders saved before these existed load unchanged (identity).
+        self.register_buffer("target_shift", mean, persistent=False)
+        self.register_buffer("target_scale", std, persistent=False)
         self.class_embedding = nn.Embedding(num_classes, class_embed_dim) if num_classes else None
         # With no condition at all the network sees a constant 1: its output layer's bias is the mixture.
         in_features = condition_dim + (class_embed_dim if num_classes else 0) or 1
@@ -189,8 +241,9 @@ class MixtureDensityNetwork(ModelMixin, ConfigMixin):
         hidden = self.mlp(self._features(condition, class_labels, batch_size))
         k, d = self.config.num_components, self.config.output_dim
         logits, means, raw_stds = self.head(hidden).split([k, k * d, k * d], dim=1)
-        means = means.view(-1, k, d)  # (B, K, D)
-        stds = F.softplus(raw_stds.view(-1, k, d)) + self.config.min_std  # (B, K, D), > 0
+        # (B, K, D) in standardized units, then mapped back to the target's: μ = mean + std · μ', σ = std · σ'.
+        means = self.target_shift + self.target_scale * means.view(-1, k, d)
+        stds = self.target_scale * (F.softplus(raw_stds.view(-1, k, d)) + self.config.min_std)  # > 0
         loss = None
         if target is not None:
             loss = -mixture_log_prob(target.to(means.dtype), logits, means, stds).mean()
@@ -214,14 +267,17 @@ class MixtureDensityNetwork(ModelMixin, ConfigMixin):
         class_labels: ClassLabels | None = None,
         condition: torch.Tensor | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
     ) -> torch.Tensor:
         """Draw one target per condition (or `num_samples` from an unconditional MDN): → (B, output_dim).
 
         A component k ~ Categorical(π) is chosen by inverse CDF of a uniform draw, then y = μ_k + temperature ·
         σ_k · eps. Both draws use `generator`: one for the batch, or a list with one per row, so a batch
-        reproduces the same rows drawn one by one. `temperature` < 1 trades diversity for typicality.
+        reproduces the same rows drawn one by one. `temperature` < 1 trades diversity for typicality; None uses
+        `config.default_temperature`.
         """
+        if temperature is None:
+            temperature = self.config.default_temperature
         temperature = check_number(
             temperature, "temperature", low=0, example=1.0, hint="0 gives the component means"
         )

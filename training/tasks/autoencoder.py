@@ -18,7 +18,7 @@ import torch
 
 from ...models.autoencoder import Autoencoder, GaussianPrior, TwoStageVAEPrior, VariationalAutoencoder
 from ...models.checks import cycle_class_labels
-from ...models.mdn import MixtureDensityNetwork
+from ...models.mdn import MixtureDensityNetwork, target_statistics
 from ...pipelines.autoencoder import AutoencoderPipeline
 from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Widths
 from .base import Stage, TaskConfig, TrainingTask
@@ -67,8 +67,16 @@ class MixtureDensityPriorConfig(TaskConfig):
     num_components: PositiveInt = 10
     hidden_dims: Widths = (256, 256)
     class_embed_dim: PositiveInt = 32
-    # Floor of each component's standard deviation in latent units.
+    # Floor of each component's standard deviation, in standardized latent units when `standardize_latents`.
     min_std: PositiveFloat = 1e-3
+    # Model the latents standardized per dimension (their mean and std over the training set, saved in the MDN's
+    # config): a plain autoencoder's latents have standard deviations ~10, which an MDN initialised at unit scale
+    # fits badly (measured on mnist: label accuracy 74% → 90% at temperature 1, benchmarks/results/vae_recipe.md).
+    standardize_latents: bool = True
+    # The temperature the saved prior samples with (`MixtureDensityNetwork.default_temperature`): the spread of each
+    # component scaled by it. 1 samples the fitted distribution; below 1 draws more typical latents, which the
+    # decoder renders more legibly, at some cost in diversity.
+    sampling_temperature: NonNegativeFloat = 1.0
 
 
 @dataclass
@@ -248,6 +256,8 @@ class MixtureDensityPriorTask(TrainingTask):
                     "`model.class_conditional` needs a dataset with class labels (e.g. mnist or digits); "
                     "set model.class_conditional=false for an unconditional prior."
                 )
+        # The latents, computed once: their statistics set the MDN's scale, and they are its training data.
+        self.codes = LatentCodeDataset(dataset, self.autoencoder)
         self.prior = MixtureDensityNetwork(
             output_dim=self.autoencoder.config.latent_dim,
             num_components=config.num_components,
@@ -255,13 +265,15 @@ class MixtureDensityPriorTask(TrainingTask):
             class_embed_dim=config.class_embed_dim,
             hidden_dims=tuple(config.hidden_dims),
             min_std=config.min_std,
+            default_temperature=config.sampling_temperature,
+            **(target_statistics(self.codes.latents) if config.standardize_latents else {}),
         )
 
     def to(self, device):
         self.autoencoder.to(device)
 
     def train_dataset(self):
-        return LatentCodeDataset(self.dataset, self.autoencoder)
+        return self.codes
 
     def trainable_modules(self):
         return {"prior": self.prior}
