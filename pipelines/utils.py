@@ -56,6 +56,24 @@ def check_guidance_scale(guidance_scale: float) -> None:
     )
 
 
+def check_guidance_interval(guidance_start: float, guidance_stop: float) -> None:
+    """Raise unless 0 <= `guidance_start` <= `guidance_stop` <= 1 (fractions of the sampling steps)."""
+    check_number(guidance_start, "guidance_start", low=0, high=1, example=0.0)
+    check_number(guidance_stop, "guidance_stop", low=0, high=1, example=0.5)
+    if guidance_start > guidance_stop:
+        raise ValueError(
+            f"`guidance_start`={guidance_start} is after `guidance_stop`={guidance_stop}: guidance runs from the "
+            "first fraction of the steps to the second, e.g. `guidance_start=0.0, guidance_stop=0.5`."
+        )
+
+
+def guidance_enabled(step_index: int, num_steps: int, guidance_start: float, guidance_stop: float) -> bool:
+    """Whether step `step_index` of `num_steps` is guided: int(start·N) <= i < int(stop·N), the interval of diffusers'
+    `ClassifierFreeGuidance(start=, stop=)` guider. The other steps run the conditional model alone (one UNet batch
+    instead of two); (0, 1) guides every step."""
+    return int(guidance_start * num_steps) <= step_index < int(guidance_stop * num_steps)
+
+
 def check_eta(eta: float) -> None:
     """Raise unless `eta`, DDIM's η, is a finite number in [0, 1] (0: deterministic DDIM, 1: DDPM-like)."""
     check_number(
