@@ -57,12 +57,14 @@ def evaluate_text_to_image(
     judge: Judge | None = None,
     reference_images: torch.Tensor | None = None,
     held_out_per_digit: int = 20,
+    **call_kwargs,
 ) -> dict:
     """Sample the protocol's prompts and score them; returns ``{"metrics": ..., "protocol": ...}``.
 
     `reference_images` (N, 1, 32, 32) in [-1, 1] default to the held-out mnist validation split (500 digits).
     `num_inference_steps` and `guidance_scale` default to the ones saved with the pipeline (what it was validated
-    with); the protocol names the values used.
+    with); the protocol names the values used. `call_kwargs` go to every pipeline call (e.g. `guidance_stop=0.5`)
+    and are named in the protocol too.
     """
     judge = judge or load_judge()
     if reference_images is None:
@@ -73,7 +75,9 @@ def evaluate_text_to_image(
 
     prompts = text_to_image_prompts(per_digit, seed)
     start = time.perf_counter()
-    images = sample_images(pipeline, len(prompts), seed, batch_size, prompt=prompts, **settings)
+    images = sample_images(
+        pipeline, len(prompts), seed, batch_size, prompt=prompts, **settings, **call_kwargs
+    )
     seconds = time.perf_counter() - start
     attributes = attribute_accuracy(images, prompts)
     fid = fid_report(judge, images, reference_images, seed=seed)
@@ -88,12 +92,14 @@ def evaluate_text_to_image(
     if held_out_per_digit:
         held_out = text_to_image_prompts(held_out_per_digit, seed + 1, held_out=True)
         held_out_images = sample_images(
-            pipeline, len(held_out), seed + 1, batch_size, prompt=held_out, **settings
+            pipeline, len(held_out), seed + 1, batch_size, prompt=held_out, **settings, **call_kwargs
         )
         metrics["prompt accuracy, held-out phrasings"] = prompt_accuracy(judge, held_out_images, held_out)
     protocol = (
         f"{len(prompts)} samples ({per_digit} per digit; phrasings and weight/slant drawn with seed {seed} from the "
-        f"training caption templates), {num_inference_steps} {sampler} steps, guidance scale {guidance_scale}, "
+        f"training caption templates), {num_inference_steps} {sampler} steps, guidance scale {guidance_scale}"
+        + "".join(f", {key}={value!r}" for key, value in call_kwargs.items())
+        + ", "
         f"generator seeds {seed}..{seed + len(prompts) - 1}; judge: a CNN trained on the mnist train split "
         f"({judge.validation_accuracy:.1%} on the held-out validation split); FID in the judge's features against "
         f"held-out real digits; held-out phrasings: {held_out_per_digit} per digit from {list(HELD_OUT_TEMPLATES)}."
