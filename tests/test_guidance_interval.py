@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import torch
 from diffusers.guiders import ClassifierFreeGuidance
-from tiny_pipelines import pixel_pipeline, text_to_image_pipeline
+from test_cli_errors import user_error
+from tiny_pipelines import gan_pipeline, pixel_pipeline, text_to_image_pipeline
 
 from latentzoo.pipelines.utils import guidance_enabled
+from latentzoo.training.cli import main
 
 
 @pytest.mark.parametrize("num_steps", [1, 4, 7, 20])
@@ -73,3 +75,21 @@ def test_a_bad_interval_is_refused_naming_the_argument(kwargs, message):
         pixel_pipeline(3)(class_labels=[0], guidance_scale=3.0, **kwargs)
     with pytest.raises(ValueError, match=message):
         text_to_image_pipeline()("a five", **kwargs)
+
+
+def test_generate_takes_the_interval_for_diffusion_and_refuses_it_elsewhere(tmp_path, capsys):
+    model_dir = tmp_path / "text2img"
+    text_to_image_pipeline(default_guidance_scale=3.0, default_num_inference_steps=4).save_pretrained(
+        model_dir
+    )
+    grid = tmp_path / "grid.png"
+    main(["generate", str(model_dir), "a five", "-n", "2", "--guidance-stop", "0.5", "-o", str(grid)])
+    assert grid.is_file()
+    assert "guidance scale 3.0 on the steps from 0 to 0.5 of the way" in capsys.readouterr().out
+    gan_dir = tmp_path / "gan"
+    gan_pipeline(None).save_pretrained(gan_dir)
+    assert "--guidance-stop" in user_error(capsys, ["generate", str(gan_dir), "--guidance-stop", "0.5"])
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own usage error
+        main(["generate", str(model_dir), "a five", "--guidance-stop", "2"])
+    assert exit_info.value.code == 2
+    assert "--guidance-stop: must be a number from 0 to 1, got 2" in capsys.readouterr().err

@@ -141,6 +141,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def unit_fraction(text: str) -> float:
+    """argparse `type=`: a float in [0, 1] (fractions of the sampling steps)."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """argparse `type=`: a finite float > 0 (truncation thresholds); refuses nan and inf."""
     value = float(text)
@@ -236,6 +244,8 @@ GENERATE_OPTIONS = {
     "class_label": "class_labels",
     "steps": "num_inference_steps",
     "guidance_scale": "guidance_scale",
+    "guidance_start": "guidance_start",
+    "guidance_stop": "guidance_stop",
     "truncation": "truncation",
     "height": "height",
     "width": "width",
@@ -339,7 +349,11 @@ def _describe_settings(pipeline, call_kwargs: dict, class_labels: list[int] | No
         # A pixel-diffusion pipeline guides towards class labels only; without them it samples unguided.
         takes_prompt = "prompt" in inspect.signature(type(pipeline).__call__).parameters
         guidance = pipeline.default_guidance_scale if takes_prompt or class_labels is not None else 1.0
-    return f" ({steps} {type(pipeline.scheduler).__name__} steps, guidance scale {guidance})"
+    interval = ""
+    if "guidance_start" in call_kwargs or "guidance_stop" in call_kwargs:
+        start, stop = call_kwargs.get("guidance_start", 0.0), call_kwargs.get("guidance_stop", 1.0)
+        interval = f" on the steps from {start:g} to {stop:g} of the way"
+    return f" ({steps} {type(pipeline.scheduler).__name__} steps, guidance scale {guidance}{interval})"
 
 
 def _make_parent(path: str) -> None:
@@ -368,7 +382,16 @@ def _generate(args: argparse.Namespace) -> None:
     # Options not given are not passed: the pipeline's saved defaults (what the model was validated with) apply.
     call_kwargs = {
         GENERATE_OPTIONS[option]: getattr(args, option)
-        for option in ("negative_prompt", "steps", "guidance_scale", "truncation", "height", "width")
+        for option in (
+            "negative_prompt",
+            "steps",
+            "guidance_scale",
+            "guidance_start",
+            "guidance_stop",
+            "truncation",
+            "height",
+            "width",
+        )
         if getattr(args, option) is not None
     }
     # bf16 autocast: matmuls and convolutions in bf16, the scheduler and the rest in fp32 (README: 1.6-1.75x the
@@ -896,6 +919,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument(
         "--device", help="where to sample: cpu (default), cuda, cuda:1, mps, ... (any torch device)"
+    )
+    generate.add_argument(
+        "--guidance-start",
+        type=unit_fraction,
+        help="diffusion: guide only from this fraction of the steps on (default 0)",
+    )
+    generate.add_argument(
+        "--guidance-stop",
+        type=unit_fraction,
+        help="diffusion: guide only up to this fraction of the steps; the others run unguided at half the UNet "
+        "cost (default 1: every step)",
     )
     generate.add_argument(
         "--precision",
