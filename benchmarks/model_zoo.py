@@ -160,7 +160,8 @@ def main() -> None:
         f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}. Each preset trained with "
         "its own step budget (`max_train_steps` or `num_epochs`: the same model on any machine) on this 2-core CPU; "
         "minutes and steps are the runs' own `train_state.json`, summed over every stage the model needed (minutes "
-        "depend on what else the machine ran meanwhile; steps do not). {args.num_samples} samples per row, seeds {args.seed}..{args.seed + args.num_samples - 1}, "
+        f"depend on what else the machine ran meanwhile; steps do not). {args.num_samples} samples per row, seeds "
+        f"{args.seed}..{args.seed + args.num_samples - 1}, "
         "one generator per image; conditional models are asked for the ten digits in turn. Diffusion: 20 "
         "DPM-Solver++ steps, guidance 3. judge-FID against held-out validation digits"
         + (
