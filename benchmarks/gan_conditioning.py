@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 import torch
-from model_zoo import sample, training_minutes
+from model_zoo import score, training_minutes
 
 from latentzoo.data import load_dataset
-from latentzoo.evaluation import class_coverage, fid_report, load_judge
+from latentzoo.evaluation import load_judge
 from latentzoo.evaluation.images import make_image_grid
 from latentzoo.pipelines.loading import load_pipeline
 
@@ -100,9 +100,7 @@ def main() -> None:
             continue
         pipeline = load_pipeline(str(run))
         pipeline.set_progress_bar_config(disable=True)
-        images, digits = sample(pipeline, 500, 0, 100)
-        predicted = judge.predict(images)
-        coverage = class_coverage(predicted)
+        metrics, images = score(pipeline, judge, reference, 500, 0, 100)
         minutes, steps = training_minutes(run)
         row = {
             "run": folder,
@@ -110,10 +108,7 @@ def main() -> None:
             "overrides": overrides,
             "steps": steps,
             "training_minutes": round(minutes, 1),
-            **fid_report(judge, images, reference, seed=0),
-            "label_accuracy": float((predicted == digits).float().mean()),
-            "classes_covered": coverage["classes_covered"],
-            "class_entropy": coverage["entropy"],
+            **metrics,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -81,6 +81,27 @@ def sample(
     return sample_images(pipeline, num_samples, seed, batch_size, class_labels=class_labels, **extra), digits
 
 
+def score(pipeline, judge, reference: torch.Tensor, num_samples: int, seed: int, batch_size: int):
+    """The zoo's measurements of one pipeline, and its (N, 1, 32, 32) samples in [-1, 1]: judge-FID beside the
+    real-vs-real floor, class coverage and entropy, label accuracy where a digit was asked for, s per image."""
+    start = time.perf_counter()
+    images, digits = sample(pipeline, num_samples, seed, batch_size)
+    seconds = time.perf_counter() - start
+    predicted = judge.predict(images)
+    coverage = class_coverage(predicted)
+    metrics = {
+        **fid_report(judge, images, reference, seed=seed),
+        "classes_covered": coverage["classes_covered"],
+        "class_entropy": coverage["entropy"],
+        "largest_class_share": coverage["largest_share"],
+        "class_histogram": coverage["histogram"],
+        "label_accuracy": None if digits is None else float((predicted == digits).float().mean()),
+        "seconds_per_image": seconds / len(images),
+        "num_generated": len(images),
+    }
+    return metrics, images
+
+
 def training_minutes(run: Path) -> tuple[float, int]:
     """Minutes and steps of the run plus every stage it needed (stage folders inside it, the autoencoder a prior
     was fitted on)."""
@@ -127,25 +148,14 @@ def main() -> None:
                 continue
             pipeline = AutoencoderPipeline(pipeline.autoencoder)
         pipeline.set_progress_bar_config(disable=True)
-        start = time.perf_counter()
-        images, digits = sample(pipeline, args.num_samples, args.seed, args.batch_size)
-        seconds = time.perf_counter() - start
-        predicted = judge.predict(images)
+        metrics, images = score(pipeline, judge, reference, args.num_samples, args.seed, args.batch_size)
         minutes, steps = training_minutes(run)
-        coverage = class_coverage(predicted)
         row = {
             "preset": preset,
             "model": name,
             "training_minutes": round(minutes, 1),
             "training_steps": steps,
-            **fid_report(judge, images, reference, seed=args.seed),
-            "classes_covered": coverage["classes_covered"],
-            "class_entropy": coverage["entropy"],
-            "largest_class_share": coverage["largest_share"],
-            "class_histogram": coverage["histogram"],
-            "label_accuracy": None if digits is None else float((predicted == digits).float().mean()),
-            "seconds_per_image": seconds / len(images),
-            "num_generated": len(images),
+            **metrics,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

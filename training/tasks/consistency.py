@@ -128,6 +128,17 @@ class _Target(torch.nn.Module):
         self.register_buffer("updated_at_step", torch.tensor(-1, dtype=torch.int64))
 
 
+def _load_pipeline(pipeline_class, path: str, what: str, preset: str):
+    """The teacher pipeline saved in `path`, or a ValueError naming the preset that trains one."""
+    try:
+        return pipeline_class.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"`model.teacher`={path!r} holds no trained {what} pipeline ({error}). Train one first "
+            f"(`latentzoo train {preset}`), or set `model.teacher_config` to the preset that trains it."
+        ) from None
+
+
 def _check_teacher(teacher, path: str) -> None:
     """Refuse a teacher this distillation cannot use, naming the fix."""
     if getattr(teacher, "guidance_is_embedded", False) or getattr(teacher, "guidance_is_distilled", False):
@@ -329,13 +340,7 @@ class ConsistencyDistillationTask(_ConsistencyDistillationTask):
 
     @staticmethod
     def _load_teacher(path: str) -> LatentTextToImagePipeline:
-        try:
-            teacher = LatentTextToImagePipeline.from_pretrained(path)
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"`model.teacher`={path!r} holds no trained text-to-image pipeline ({error}). Train one first "
-                "(`latentzoo train text2img-mnist`), or set `model.teacher_config` to the preset that trains it."
-            ) from None
+        teacher = _load_pipeline(LatentTextToImagePipeline, path, "text-to-image", "text2img-mnist")
         if teacher.prompt_projection is not None:
             raise ValueError(
                 f"The teacher at {path} is conditioned by concatenation; consistency distillation here needs a "
@@ -423,13 +428,7 @@ class PixelConsistencyDistillationTask(_ConsistencyDistillationTask):
 
     @staticmethod
     def _load_teacher(path: str) -> PixelDiffusionPipeline:
-        try:
-            teacher = PixelDiffusionPipeline.from_pretrained(path)
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"`model.teacher`={path!r} holds no trained pixel diffusion pipeline ({error}). Train one first "
-                "(`latentzoo train ddpm-mnist-classes`), or set `model.teacher_config` to the preset that trains it."
-            ) from None
+        teacher = _load_pipeline(PixelDiffusionPipeline, path, "pixel diffusion", "ddpm-mnist-classes")
         if teacher.num_classes is None:
             raise ValueError(
                 f"The teacher at {path} is unconditional; `ddpm_lcd` distils classifier-free guidance, which needs a "
