@@ -186,9 +186,10 @@ def _samples_block(model: DemoModel, key: str, class_label) -> list:
                 steps = gr.Slider(
                     1, _max_steps(model), value=settings["num_inference_steps"], step=1, label="Steps"
                 )
+                # A few-step model distilled at one scale takes that scale only: no slider.
                 guidance = (
                     gr.Slider(0, 15, value=settings["guidance_scale"], step=0.1, label="Guidance scale")
-                    if model.num_classes
+                    if model.num_classes and not model.guidance_is_distilled
                     else gr.State(None)
                 )
                 options = [guidance, steps, _sampler_input(model)]

@@ -80,6 +80,12 @@ class DemoModel:
         return bool(getattr(self.pipeline, "guidance_is_embedded", False))
 
     @property
+    def guidance_is_distilled(self) -> bool:
+        """A class-conditional pixel UNet distilled at one guidance scale (a few-step consistency model): the scale
+        is fixed, so the tab shows no guidance slider."""
+        return bool(getattr(self.pipeline, "guidance_is_distilled", False))
+
+    @property
     def samplers(self) -> list[str]:
         """The sampler names (`latentzoo.pipelines.samplers.make_sampler`) that fit the saved scheduler; [] for a
         pipeline without one."""

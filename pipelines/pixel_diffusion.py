@@ -104,6 +104,13 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
         return self._guidance_scale
 
     @property
+    def default_guidance_scale(self) -> float:
+        """The scale of a call that gives none: a distilled model's own, else the saved one (see
+        `SavedSamplingDefaults`)."""
+        distilled = self.config.get("distilled_guidance_scale")
+        return distilled if distilled is not None else super().default_guidance_scale
+
+    @property
     def guidance_is_distilled(self) -> bool:
         """Whether the UNet was distilled at one guidance scale (`config.distilled_guidance_scale`): one conditional
         call per step gives the guided prediction."""
@@ -269,10 +276,10 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
             num_inference_steps = self.default_num_inference_steps
         if guidance_scale is None:
             guidance_scale = (
-                self.fallback_guidance_scale if class_labels is None else self.default_guidance_scale
+                self.fallback_guidance_scale
+                if class_labels is None and not self.guidance_is_distilled
+                else self.default_guidance_scale
             )
-            if self.guidance_is_distilled:
-                guidance_scale = self.config.distilled_guidance_scale
 
         # 1. Check inputs
         self.check_inputs(batch_size, class_labels, guidance_scale, num_inference_steps, output_type, eta)

@@ -32,7 +32,7 @@ from tiny_pipelines import (  # noqa: E402
 )
 
 from latentzoo.demo import build_demo, callbacks, launch_demo, load_models  # noqa: E402
-from latentzoo.demo.app import _ui  # noqa: E402
+from latentzoo.demo.app import _samples_block, _ui  # noqa: E402
 from latentzoo.models import VariationalAutoencoder  # noqa: E402
 from latentzoo.pipelines import AutoencoderPipeline  # noqa: E402
 from latentzoo.pipelines.samplers import CONSISTENCY_SAMPLERS, SAMPLERS  # noqa: E402
@@ -474,3 +474,17 @@ if __name__ == "__main__":
         print(generate_in_browser(url, "a bold seven slanted to the right", Path(output)))
     finally:
         demo.close()
+
+
+def test_a_few_step_pixel_model_samples_at_its_distilled_scale_without_a_guidance_slider(tmp_path):
+    pixel_pipeline(2, LCMScheduler(), distilled_guidance_scale=3.0).save_pretrained(tmp_path / "ddpm-lcm")
+    (model,) = load_models([tmp_path / "ddpm-lcm"])
+    assert model.guidance_is_distilled and not model.guidance_is_embedded
+    images, summary = callbacks.class_samples(model, 1, seed=0, num_images=2)
+    assert len(images) == 2 and "guidance scale 3" in summary
+    with pytest.raises(ValueError, match="distilled at guidance scale 3.0"):
+        callbacks.class_samples(model, 1, seed=0, num_images=1, guidance_scale=5.0)
+    with gr.Blocks():
+        options = _samples_block(model, "ddpm-lcm", gr.State(1))
+    assert not any(isinstance(widget, gr.Slider) and widget.label == "Guidance scale" for widget in options)
+    assert any(isinstance(widget, gr.Slider) and widget.label == "Steps" for widget in options)
