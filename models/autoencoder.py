@@ -422,6 +422,17 @@ class VariationalAutoencoder(ModelMixin, ConfigMixin):
         return output if return_dict else output.to_tuple()
 
 
+def _check_unconditional_sample(prior: str, num_samples, class_labels, condition) -> None:
+    """The arguments of an unconditional prior's `sample`: a positive `num_samples`, no labels or condition."""
+    if class_labels is not None or condition is not None:
+        raise ValueError(
+            f"A {prior} is unconditional: pass no `class_labels` / `condition`, or use a "
+            "MixtureDensityNetwork prior trained with `num_classes` (task `mdn_prior`)."
+        )
+    if num_samples is None or num_samples < 1:
+        raise ValueError(f"`num_samples` must be a positive int, got {num_samples!r}.")
+
+
 class GaussianPrior(ModelMixin, ConfigMixin):
     r"""
     A full-covariance Gaussian N(mean, L Lᵀ) over (B, latent_dim) latents, fitted to a plain autoencoder's codes.
@@ -460,13 +471,7 @@ class GaussianPrior(ModelMixin, ConfigMixin):
         generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
         """`num_samples` draws (num_samples, latent_dim). The prior is unconditional: labels/conditions are errors."""
-        if class_labels is not None or condition is not None:
-            raise ValueError(
-                "A GaussianPrior is unconditional: pass no `class_labels` / `condition`, or use a "
-                "MixtureDensityNetwork prior trained with `num_classes` (task `mdn_prior`)."
-            )
-        if num_samples is None or num_samples < 1:
-            raise ValueError(f"`num_samples` must be a positive int, got {num_samples!r}.")
+        _check_unconditional_sample("GaussianPrior", num_samples, class_labels, condition)
         eps = randn_tensor(
             (num_samples, self.config.latent_dim),
             generator=generator,
@@ -539,13 +544,7 @@ class TwoStageVAEPrior(ModelMixin, ConfigMixin):
         generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
         """`num_samples` first-stage latents (num_samples, D): u ~ N(0, I) drawn with `generator`, decoded."""
-        if class_labels is not None or condition is not None:
-            raise ValueError(
-                "A TwoStageVAEPrior is unconditional: pass no `class_labels` / `condition`, or use a "
-                "MixtureDensityNetwork prior trained with `num_classes` (task `mdn_prior`)."
-            )
-        if num_samples is None or num_samples < 1:
-            raise ValueError(f"`num_samples` must be a positive int, got {num_samples!r}.")
+        _check_unconditional_sample("TwoStageVAEPrior", num_samples, class_labels, condition)
         dtype = self.log_gamma.dtype
         noise = randn_tensor(
             (num_samples, self.config.latent_dim), generator=generator, device=self.device, dtype=dtype

@@ -161,7 +161,7 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
                 "instead of `class_labels`."
             )
         distilled = self.config.get("distilled_guidance_scale")
-        if distilled is not None and guidance_scale != distilled:
+        if self.guidance_is_distilled and guidance_scale != distilled:
             raise ValueError(
                 f"This few-step UNet was distilled at guidance scale {distilled}, which it cannot change: leave "
                 f"`guidance_scale` out (or pass {distilled}); for another scale distil again "

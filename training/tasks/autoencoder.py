@@ -21,7 +21,7 @@ from ...models.checks import cycle_class_labels
 from ...models.mdn import MixtureDensityNetwork, target_statistics
 from ...pipelines.autoencoder import AutoencoderPipeline
 from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Widths
-from .base import Stage, TaskConfig, TrainingTask
+from .base import Stage, TaskConfig, TrainingTask, load_built_on
 
 
 @dataclass
@@ -239,14 +239,14 @@ class MixtureDensityPriorTask(TrainingTask):
 
     def __init__(self, config: MixtureDensityPriorConfig, dataset):
         super().__init__(config, dataset)
-        try:
-            self.autoencoder = AutoencoderPipeline.from_pretrained(config.autoencoder).autoencoder
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"`model.autoencoder`={config.autoencoder!r} holds no AutoencoderPipeline ({error}). Train it first "
-                f"(`latentzoo train {config.autoencoder_config or 'autoencoder-mnist'} "
-                f"output_dir={config.autoencoder}`) or point it at a trained one."
-            ) from None
+        self.autoencoder = load_built_on(
+            AutoencoderPipeline,
+            config.autoencoder,
+            "autoencoder",
+            "AutoencoderPipeline",
+            f"Train it first (`latentzoo train {config.autoencoder_config or 'autoencoder-mnist'} "
+            f"output_dir={config.autoencoder}`) or point it at a trained one.",
+        ).autoencoder
         self.autoencoder.requires_grad_(False).eval()
         num_classes = None
         if config.class_conditional:
@@ -313,14 +313,14 @@ class TwoStageVAETask(TrainingTask):
 
     def __init__(self, config: TwoStageVAEConfig, dataset):
         super().__init__(config, dataset)
-        try:
-            self.vae = AutoencoderPipeline.from_pretrained(config.vae).autoencoder
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"`model.vae`={config.vae!r} holds no AutoencoderPipeline ({error}). Train it first "
-                f"(`latentzoo train {config.vae_config or 'vae-mnist-first-stage'} output_dir={config.vae}`) or "
-                "point it at a trained one."
-            ) from None
+        self.vae = load_built_on(
+            AutoencoderPipeline,
+            config.vae,
+            "vae",
+            "AutoencoderPipeline",
+            f"Train it first (`latentzoo train {config.vae_config or 'vae-mnist-first-stage'} "
+            f"output_dir={config.vae}`) or point it at a trained one.",
+        ).autoencoder
         if not isinstance(self.vae, VariationalAutoencoder):
             raise ValueError(
                 f"`model.vae`={config.vae!r} holds a {type(self.vae).__name__}, not a VariationalAutoencoder; the "

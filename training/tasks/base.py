@@ -41,6 +41,15 @@ class Stage(NamedTuple):
         return any((Path(self.output_dir) / name).is_file() for name in ("config.json", "model_index.json"))
 
 
+def load_built_on(pipeline_class, path: str, field: str, what: str, fix: str):
+    """The trained pipeline a task builds on (a stage's output, or the user's folder) from `path`, the value of
+    `model.<field>`; a ValueError saying `what` it should hold and the `fix` when it holds none."""
+    try:
+        return pipeline_class.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"`model.{field}`={path!r} holds no {what} ({error}). {fix}") from None
+
+
 class TrainingTask:
     """A thin description of what to train; the :class:`~latentzoo.training.Trainer` does the rest.
 

@@ -39,7 +39,7 @@ from ...pipelines.samplers import is_flow_matching
 from ...pipelines.text_to_image import LatentTextToImagePipeline
 from ...pipelines.utils import guidance_scale_embedding
 from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, UnitInterval
-from .base import Stage, TaskConfig, TrainingTask
+from .base import Stage, TaskConfig, TrainingTask, load_built_on
 from .text_to_image import LatentDataset, first_captions
 from .text_tower import token_ids
 
@@ -128,15 +128,15 @@ class _Target(torch.nn.Module):
         self.register_buffer("updated_at_step", torch.tensor(-1, dtype=torch.int64))
 
 
-def _load_pipeline(pipeline_class, path: str, what: str, preset: str):
+def _load_teacher_pipeline(pipeline_class, path: str, what: str, preset: str):
     """The teacher pipeline saved in `path`, or a ValueError naming the preset that trains one."""
-    try:
-        return pipeline_class.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"`model.teacher`={path!r} holds no trained {what} pipeline ({error}). Train one first "
-            f"(`latentzoo train {preset}`), or set `model.teacher_config` to the preset that trains it."
-        ) from None
+    return load_built_on(
+        pipeline_class,
+        path,
+        "teacher",
+        f"trained {what} pipeline",
+        f"Train one first (`latentzoo train {preset}`), or set `model.teacher_config` to the preset that trains it.",
+    )
 
 
 def _check_teacher(teacher, path: str) -> None:
@@ -340,7 +340,7 @@ class ConsistencyDistillationTask(_ConsistencyDistillationTask):
 
     @staticmethod
     def _load_teacher(path: str) -> LatentTextToImagePipeline:
-        teacher = _load_pipeline(LatentTextToImagePipeline, path, "text-to-image", "text2img-mnist")
+        teacher = _load_teacher_pipeline(LatentTextToImagePipeline, path, "text-to-image", "text2img-mnist")
         if teacher.prompt_projection is not None:
             raise ValueError(
                 f"The teacher at {path} is conditioned by concatenation; consistency distillation here needs a "
@@ -428,7 +428,9 @@ class PixelConsistencyDistillationTask(_ConsistencyDistillationTask):
 
     @staticmethod
     def _load_teacher(path: str) -> PixelDiffusionPipeline:
-        teacher = _load_pipeline(PixelDiffusionPipeline, path, "pixel diffusion", "ddpm-mnist-classes")
+        teacher = _load_teacher_pipeline(
+            PixelDiffusionPipeline, path, "pixel diffusion", "ddpm-mnist-classes"
+        )
         if teacher.num_classes is None:
             raise ValueError(
                 f"The teacher at {path} is unconditional; `ddpm_lcd` distils classifier-free guidance, which needs a "
