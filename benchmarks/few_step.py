@@ -4,10 +4,11 @@ Scores, with the quickstart's judge protocol (`latentzoo.evaluation.protocol.eva
 the caption templates with seeded attributes, one generator per image, judge-FID beside the real-vs-real FID at
 the same count):
 
-- the teacher at 20 DPM-Solver++ steps (the reference) and at 1/2/4/8 steps (what fewer steps give without
-  distillation);
-- the student (`latentzoo train text2img-mnist-fewstep`) at 1/2/4/8 steps of its saved LCMScheduler, and at 2/4
-  steps of TCD's sampler (deterministic, η = 0);
+- the teacher at 20 steps of its saved sampler (the reference: DPM-Solver++ for a noise-schedule teacher, Euler for
+  a flow-matching one) and at 1/2/4/8 steps (what fewer steps give without distillation);
+- the student (`latentzoo train text2img-mnist-fewstep`) at 1/2/4/8 steps of its saved sampler (LCMScheduler, or
+  FlowMatchLCMScheduler for a flow teacher's student), and, where the student takes it, at 2/4 steps of TCD's
+  sampler (deterministic, η = 0);
 - with `--curve`, the student's checkpoints at 4 steps, against distillation steps.
 
 All at the same guidance scale (3, the teacher's validated one; the student takes it as an input). One command,
@@ -33,7 +34,7 @@ from latentzoo.evaluation.images import make_image_grid
 from latentzoo.evaluation.protocol import evaluate_text_to_image
 from latentzoo.evaluation.sampling import sample_images
 from latentzoo.pipelines.loading import load_pipeline
-from latentzoo.pipelines.samplers import make_sampler
+from latentzoo.pipelines.samplers import make_sampler, sampler_names
 from latentzoo.training import Trainer, list_checkpoints, load_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -101,6 +102,8 @@ def main(argv=None):
         ("student", student, None, (8, 4, 2, 1)),
         ("student", student, "tcd", (4, 2)),
     ):
+        if sampler is not None and sampler not in sampler_names(pipeline.scheduler.config):
+            continue  # TCD has no flow-matching sampler
         if sampler is not None:
             pipeline.scheduler = make_sampler(sampler, pipeline.scheduler.config)
         name = type(pipeline.scheduler).__name__

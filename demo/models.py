@@ -19,13 +19,7 @@ from latentzoo.evaluation.projector import bold_minus_thin_vector
 from latentzoo.models.autoencoder import VariationalAutoencoder
 from latentzoo.models.checks import cycle_class_labels
 from latentzoo.pipelines.loading import load_pipeline
-from latentzoo.pipelines.samplers import (
-    CONSISTENCY_SAMPLERS,
-    FLOW_SAMPLERS,
-    SAMPLERS,
-    is_consistency_model,
-    is_flow_matching,
-)
+from latentzoo.pipelines.samplers import sampler_names
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +86,7 @@ class DemoModel:
         scheduler = getattr(self.pipeline, "scheduler", None)
         if scheduler is None:
             return []
-        if is_consistency_model(scheduler.config):
-            return sorted(CONSISTENCY_SAMPLERS)
-        if is_flow_matching(scheduler.config):
-            return sorted(FLOW_SAMPLERS)
-        return sorted(SAMPLERS)
+        return sampler_names(scheduler.config)
 
     @property
     def label(self) -> str:

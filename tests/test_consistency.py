@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from diffusers import DDIMScheduler, LatentConsistencyModelPipeline, LCMScheduler, TCDScheduler
+from diffusers import (
+    DDIMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FlowMatchLCMScheduler,
+    LatentConsistencyModelPipeline,
+    LCMScheduler,
+    TCDScheduler,
+)
 from safetensors.torch import load_file
 from test_cli_errors import user_error
 from test_text_to_image_training import tiny_text2img_overrides
@@ -166,7 +173,7 @@ def test_the_student_starts_as_the_teacher_and_the_teacher_step_is_ddim(teacher,
     assert not torch.allclose(plain, actual, atol=1e-4)
     # boundary condition of the consistency function: f(z, 0) = z
     zero = torch.zeros(3, dtype=torch.long)
-    assert torch.allclose(task._consistency(teacher_output, noisy, zero), noisy, atol=1e-6)
+    assert torch.allclose(task.ode.consistency(teacher_output, noisy, zero), noisy, atol=1e-6)
 
 
 def test_distillation_resumes_bit_identically_and_saves_a_few_step_pipeline(teacher, tmp_path):
@@ -256,11 +263,72 @@ def test_a_few_step_model_is_refused_as_a_teacher(teacher, tmp_path):
         train(config)
 
 
-def test_a_flow_matching_teacher_is_refused(tmp_path):
-    flow = train(load_config(None, [*tiny_text2img_overrides(tmp_path), "model.objective=flow_matching"]))
-    config = load_config(None, lcd_overrides(flow, tmp_path / "student", "max_train_steps=1"))
-    with pytest.raises(ValueError, match="trained with flow matching"):
-        train(config)
+@pytest.fixture(scope="module")
+def flow_teacher(tmp_path_factory):
+    """The tiny text2img teacher trained with the flow-matching objective."""
+    tmp_path = tmp_path_factory.mktemp("flow_teacher")
+    return train(load_config(None, [*tiny_text2img_overrides(tmp_path), "model.objective=flow_matching"]))
+
+
+def test_a_flow_teacher_steps_by_euler_and_its_consistency_function_is_x0(flow_teacher, tmp_path):
+    config = load_config(None, lcd_overrides(flow_teacher, tmp_path))
+    task = ConsistencyDistillationTask(config.model, load_dataset("digits", "train", image_size=8))
+    assert isinstance(task.scheduler, FlowMatchLCMScheduler)
+    generator = torch.Generator().manual_seed(0)
+    noisy = torch.randn(3, 4, 4, 4, generator=generator)
+    start, end = torch.tensor([1000.0, 531.5, 12.0]), torch.tensor([980.0, 511.5, 0.0])
+    text = task.text_encoder(task.tokenize(["a bold five", "the digit 1", "a 7"]))[0]
+    with torch.no_grad():
+        velocity = task.teacher_unet(noisy, start, encoder_hidden_states=text).sample
+    # s = 1: the teacher's step is diffusers' Euler step of its velocity from t to t'
+    actual = task.teacher_step(noisy, start, end, text, torch.ones(3))
+    for i in range(3):
+        euler = FlowMatchEulerDiscreteScheduler.from_config(load_pipeline(flow_teacher).scheduler.config)
+        euler.set_timesteps(sigmas=[float(start[i]) / 1000, float(end[i]) / 1000])
+        expected = euler.step(velocity[i : i + 1], euler.timesteps[0], noisy[i : i + 1]).prev_sample
+        assert torch.allclose(actual[i : i + 1], expected, atol=1e-5)
+    # f(x, t) = x - t·v: x̂_0 on the straight path, and f(x, 0) = x
+    t = (start / 1000).view(-1, 1, 1, 1)
+    assert torch.allclose(task.ode.consistency(velocity, noisy, start), noisy - t * velocity, atol=1e-6)
+    assert torch.equal(task.ode.consistency(velocity, noisy, torch.zeros(3)), noisy)
+    # the start times cover (0, 1] (the sampler's own timesteps lie anywhere in it), the end one step of 1/N below
+    torch.manual_seed(0)
+    drawn_start, drawn_end = task.ode.draw(4096, "cpu")
+    assert 0 < drawn_start.min() < 50 and 950 < drawn_start.max() <= 1000
+    assert torch.allclose(drawn_end, (drawn_start - 1000 / config.model.num_ddim_timesteps).clamp(min=0))
+
+
+def test_a_flow_teacher_distils_into_a_few_step_flow_pipeline(flow_teacher, tmp_path, capsys):
+    common = ["max_train_steps=4", "checkpointing_steps=2", "model.validation_num_inference_steps=2"]
+    straight = train(load_config(None, lcd_overrides(flow_teacher, tmp_path / "straight", *common)))
+    resumed = tmp_path / "resumed"
+    train(load_config(None, lcd_overrides(flow_teacher, resumed, *common[1:], "max_train_steps=2")))
+    train(load_config(None, lcd_overrides(flow_teacher, resumed, *common, "resume_from_checkpoint=latest")))
+    a = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    pipe = LatentTextToImagePipeline.from_pretrained(straight)
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.scheduler, FlowMatchLCMScheduler) and pipe.guidance_is_embedded
+    assert pipe.default_num_inference_steps == 2
+    for steps in (1, 2, 4):
+        images = [
+            pipe(
+                ["a bold five", "a 7"],
+                num_inference_steps=steps,
+                generator=torch.Generator().manual_seed(0),
+                output_type="np",
+            ).images
+            for _ in range(2)
+        ]
+        assert images[0].shape == (2, 8, 8, 1) and np.isfinite(images[0]).all()
+        assert np.array_equal(*images)
+    assert make_sampler("lcm", pipe.scheduler.config).__class__ is FlowMatchLCMScheduler
+    with pytest.raises(ValueError, match=r"'tcd' does not sample a consistency-distilled model.*\['lcm'\]"):
+        make_sampler("tcd", pipe.scheduler.config)
+    main(["generate", str(straight), "a 3", "-n", "2", "-o", str(tmp_path / "grid.png")])
+    assert "(2 FlowMatchLCMScheduler steps, guidance scale 3.0)" in capsys.readouterr().out
 
 
 def test_a_missing_teacher_is_named_with_the_fix(tmp_path):

@@ -5,7 +5,7 @@ one conditional call per step at its distilled scale, in 1, 2 or 4 steps."""
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, LCMScheduler
+from diffusers import DDIMScheduler, FlowMatchLCMScheduler, LCMScheduler
 from safetensors.torch import load_file
 from test_ddpm import tiny_unet
 
@@ -164,3 +164,37 @@ def test_an_unconditional_teacher_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match=r"unconditional.*class-conditional teacher"):
         train(load_config(None, lcd_overrides(unconditional, tmp_path / "student", "max_train_steps=1")))
+
+
+def test_a_flow_matching_teacher_distils_with_its_guided_euler_step(tmp_path):
+    teacher = train(
+        load_config(None, [*TINY_TEACHER, "model.objective=flow_matching", f"output_dir={tmp_path / 't'}"])
+    )
+    config = load_config(None, lcd_overrides(teacher, tmp_path / "student", "max_train_steps=2"))
+    task = PixelConsistencyDistillationTask(config.model, load_dataset("digits", "train"))
+    noisy = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    start, end, labels = torch.tensor([1000.0, 417.0]), torch.tensor([980.0, 397.0]), torch.tensor([3, 7])
+    with torch.no_grad():
+        conditional = task.teacher_unet(noisy, start, class_labels=labels).sample
+        unconditional = task.teacher_unet(noisy, start, class_labels=torch.full_like(labels, 10)).sample
+        guided = task.teacher_step(noisy, start, end, labels, torch.full((2,), 3.0))
+    # x_t' = x_t + (t' - t) v on the guided velocity uncond + 3 (cond - uncond)
+    velocity = unconditional + 3.0 * (conditional - unconditional)
+    expected = noisy + ((end - start) / 1000).view(-1, 1, 1, 1) * velocity
+    torch.testing.assert_close(guided, expected, atol=1e-5, rtol=1e-5)
+
+    student = train(config)
+    pipe = PixelDiffusionPipeline.from_pretrained(student)
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.scheduler, FlowMatchLCMScheduler) and pipe.guidance_is_distilled
+    for steps in (1, 2, 4):
+        images = [
+            pipe(
+                class_labels=[3, 7],
+                num_inference_steps=steps,
+                generator=torch.Generator().manual_seed(0),
+                output_type="np",
+            ).images
+            for _ in range(2)
+        ]
+        assert images[0].shape == (2, 8, 8, 1) and np.array_equal(*images)

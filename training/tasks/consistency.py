@@ -5,11 +5,19 @@ Luo et al., "Latent Consistency Models" (arXiv:2310.04378), after Song et al.'s 
 ODE trajectory to the same clean sample, so a 1-4 step sampler (diffusers' ``LCMScheduler``) can jump along it. Per
 batch of clean samples x_0 (VAE latents for text to image, pixels for the pixel DDPM):
 
-    n ~ U{0, ..., N - 1}, t = the n-th of the N solver timesteps, t' = t - T/N (≥ 0); guidance scale s
-    x_t       = q(x_t | x_0)                                       (fresh noise)
+    t, t' = t - T/N ≥ 0                                            a step of the teacher's ODE; guidance scale s
+    x_t       = α_t x_0 + σ_t ε                                    (fresh noise)
     x_t'      = one DDIM step of the teacher from x_t to t', with the guided x_0 and ε  cond + (s - 1)(cond - uncond)
     loss      = d( f_student(x_t, t),  sg[f_target(x_t', t')] )     pseudo-Huber d
-    f(x, t)   = c_skip(t) x + c_out(t) x̂_0(x, t)                  (LCMScheduler's boundary scalings: f = x_0 at t = 0)
+
+Two kinds of teacher (:class:`NoiseScheduleODE`, :class:`FlowODE`):
+
+- noise schedule (``model.objective=ddpm``): α_t, σ_t from ᾱ_t; t is one of N solver timesteps (every T/N-th);
+  f(x, t) = c_skip(t) x + c_out(t) x̂_0(x, t) with LCMScheduler's boundary scalings (f = x at t = 0), and the student
+  is saved with that ``LCMScheduler``;
+- flow matching (``model.objective=flow_matching``): α_t = 1 - t, σ_t = t on the straight path, t ~ U(0, 1] (the
+  teacher was trained on continuous t); the DDIM step is its Euler step, f(x, t) = x̂_0 = x - t·v (f = x at t = 0 by
+  construction), and the student is saved with a ``FlowMatchLCMScheduler`` (x̂_0, then re-noise to the next t).
 
 The target network is an exponential moving average of the student (decay `target_decay`, updated before every
 optimizer step), checkpointed with the run. The teacher is frozen; a `teacher_config` preset trains it first when its
@@ -31,7 +39,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from diffusers import LCMScheduler, UNet2DConditionModel, UNet2DModel
+from diffusers import FlowMatchLCMScheduler, LCMScheduler, UNet2DConditionModel, UNet2DModel
 
 from ...models.checks import cycle_class_labels
 from ...pipelines.pixel_diffusion import PixelDiffusionPipeline
@@ -43,30 +51,20 @@ from .base import Stage, TaskConfig, TrainingTask, load_built_on
 from .text_to_image import LatentDataset, first_captions
 from .text_tower import token_ids
 
-# What an LCMScheduler takes over from the teacher's scheduler: its noise schedule and what its UNet predicts.
-_SCHEDULE_KEYS = (
-    "num_train_timesteps",
-    "beta_start",
-    "beta_end",
-    "beta_schedule",
-    "trained_betas",
-    "prediction_type",
-    "rescale_betas_zero_snr",
-)
-
 
 @dataclass
 class DistillationConfig(TaskConfig):
     """What both students share."""
 
-    # The trained pipeline to distil (folder or Hub id), trained with the ddpm objective. When the folder holds no
+    # The trained pipeline to distil (folder or Hub id), trained with either objective. When the folder holds no
     # model yet and `teacher_config` is set, `latentzoo train` first trains it from that preset (a stage:
     # `stages.teacher.max_train_steps=...` overrides it).
     teacher: str = ""
     teacher_config: str | None = None
-    # N: the teacher's ODE is discretised at N timesteps (every T/N-th); one DDIM step of it per loss. LCM's 50.
+    # N: one DDIM (Euler for flow matching) step of the teacher's ODE per loss spans 1/N of the path. LCM's 50.
     num_ddim_timesteps: PositiveInt = 50
-    # LCMScheduler's `timestep_scaling`: c_skip(t) = σ² / ((t·k)² + σ²) with σ = 0.5, so f(x, t) is x̂_0 but near t=0.
+    # Noise-schedule teachers: LCMScheduler's `timestep_scaling`: c_skip(t) = σ² / ((t·k)² + σ²) with σ = 0.5, so
+    # f(x, t) is x̂_0 but near t=0.
     timestep_scaling: PositiveFloat = 10.0
     # Distance between student and target: pseudo-Huber sqrt(d² + c²) - c (c = huber_c), or mean squared error.
     loss_type: Literal["huber", "l2"] = "huber"
@@ -75,6 +73,9 @@ class DistillationConfig(TaskConfig):
     target_decay: UnitInterval = 0.95
     # Steps of the validation grid, saved with the pipeline as its default.
     validation_num_inference_steps: PositiveInt = 4
+    # The teacher's objective, read from its saved scheduler and recorded here (null: not read yet); a value given
+    # that the teacher contradicts is refused.
+    objective: Literal["ddpm", "flow_matching"] | None = None
 
 
 @dataclass
@@ -119,6 +120,129 @@ class PixelConsistencyDistillationConfig(DistillationConfig):
     guidance_scale: PositiveFloat = 3.0
 
 
+# What an LCMScheduler takes over from the teacher's scheduler: its noise schedule and what its UNet predicts.
+_SCHEDULE_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+    "rescale_betas_zero_snr",
+)
+
+
+class NoiseScheduleODE:
+    """The probability-flow ODE of a noise-schedule teacher: x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε on its discrete
+    timesteps, the UNet's ε, v or x_0 prediction, and LCMScheduler's boundary scalings. The LCMScheduler it builds
+    (the student's sampler) fixes the N solver timesteps and the scalings: training reads them from it, so the two
+    cannot disagree."""
+
+    def __init__(self, teacher_scheduler, num_steps: int, timestep_scaling: float):
+        schedule = {
+            key: teacher_scheduler.config[key] for key in _SCHEDULE_KEYS if key in teacher_scheduler.config
+        }
+        self.scheduler = LCMScheduler(
+            **schedule,
+            original_inference_steps=num_steps,
+            timestep_scaling=timestep_scaling,
+            clip_sample=False,
+        )
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if num_train_timesteps % num_steps:
+            raise ValueError(
+                f"`model.num_ddim_timesteps`={num_steps} must divide the teacher's {num_train_timesteps} training "
+                "timesteps (e.g. 50)."
+            )
+        self.scheduler.set_timesteps(num_steps)
+        self.solver_timesteps = self.scheduler.timesteps.flip(0).long()  # ascending: T/N - 1, ..., T - 1
+        self.skip = num_train_timesteps // num_steps
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
+        self.prediction_type = self.scheduler.config.prediction_type
+
+    def to(self, device) -> None:
+        self.alphas_cumprod = self.alphas_cumprod.to(device)
+        self.solver_timesteps = self.solver_timesteps.to(device)
+
+    def draw(self, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t, t') per sample, as the UNet takes them: t one of the N solver timesteps, t' = t - T/N (≥ 0)."""
+        start = self.solver_timesteps[
+            torch.randint(0, len(self.solver_timesteps), (batch_size,), device=device)
+        ]
+        return start, (start - self.skip).clamp(min=0)
+
+    def alpha_sigma(self, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        alphas = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        return alphas.sqrt(), (1 - alphas).sqrt()
+
+    def x0_and_noise(self, output, sample, timesteps) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂_0, ε̂) from a UNet's output at (sample, t), whatever its prediction type."""
+        alpha, sigma = self.alpha_sigma(timesteps)
+        if self.prediction_type == "epsilon":
+            return (sample - sigma * output) / alpha, output
+        if self.prediction_type == "v_prediction":
+            return alpha * sample - sigma * output, alpha * output + sigma * sample
+        if self.prediction_type == "sample":
+            return output, (sample - alpha * output) / sigma
+        raise ValueError(f"Unsupported prediction_type {self.prediction_type!r} of the teacher's scheduler.")
+
+    def consistency(self, output, sample, timesteps) -> torch.Tensor:
+        """f(x, t) = c_skip(t) x + c_out(t) x̂_0(x, t): the LCMScheduler's denoised sample."""
+        c_skip, c_out = self.scheduler.get_scalings_for_boundary_condition_discrete(timesteps.float())
+        x0, _ = self.x0_and_noise(output, sample, timesteps)
+        return c_skip.view(-1, 1, 1, 1) * sample + c_out.view(-1, 1, 1, 1) * x0
+
+
+class FlowODE:
+    """The ODE of a flow-matching teacher: x_t = (1 - t) x_0 + t ε with t = timestep / T, the UNet's velocity
+    v = ε - x_0. On this straight path DDIM's step is Euler's, and f(x, t) = x̂_0 = x - t·v already equals x at t = 0:
+    the student is saved with a FlowMatchLCMScheduler, whose step computes that x̂_0 and re-noises it to the next t.
+    Start times are drawn from U(0, 1], as the teacher was trained on continuous t and the sampler's timesteps
+    (linspace(T, 1, steps)) lie between any fixed grid's."""
+
+    def __init__(self, teacher_scheduler, num_steps: int):
+        self.num_train_timesteps = teacher_scheduler.config.num_train_timesteps
+        self.scheduler = FlowMatchLCMScheduler(
+            num_train_timesteps=self.num_train_timesteps, shift=teacher_scheduler.config.get("shift", 1.0)
+        )
+        self.step = 1.0 / num_steps
+
+    def to(self, device) -> None:
+        pass
+
+    def draw(self, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t, t') per sample in the UNet's units (t · T): t ~ U(0, 1], t' = t - 1/N (≥ 0)."""
+        start = 1 - torch.rand(batch_size, device=device)
+        end = (start - self.step).clamp(min=0)
+        return start * self.num_train_timesteps, end * self.num_train_timesteps
+
+    def alpha_sigma(self, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = (timesteps / self.num_train_timesteps).view(-1, 1, 1, 1)
+        return 1 - t, t
+
+    def x0_and_noise(self, output, sample, timesteps) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂_0, ε̂) = (x - t·v, x + (1 - t)·v)."""
+        t = (timesteps / self.num_train_timesteps).view(-1, 1, 1, 1)
+        return sample - t * output, sample + (1 - t) * output
+
+    def consistency(self, output, sample, timesteps) -> torch.Tensor:
+        return self.x0_and_noise(output, sample, timesteps)[0]
+
+
+def teacher_ode(teacher_scheduler, config: DistillationConfig) -> NoiseScheduleODE | FlowODE:
+    """The ODE the teacher saved with `teacher_scheduler` integrates; records its objective in `config.objective`."""
+    objective = "flow_matching" if is_flow_matching(teacher_scheduler.config) else "ddpm"
+    if config.objective not in (None, objective):
+        raise ValueError(
+            f"`model.objective`={config.objective} but the teacher was trained with {objective} (its saved "
+            f"scheduler says so): leave `model.objective` out, it is read from the teacher."
+        )
+    config.objective = objective
+    if objective == "flow_matching":
+        return FlowODE(teacher_scheduler, config.num_ddim_timesteps)
+    return NoiseScheduleODE(teacher_scheduler, config.num_ddim_timesteps, config.timestep_scaling)
+
+
 class _Target(torch.nn.Module):
     """The target network and the optimizer step it was last updated before, checkpointed together."""
 
@@ -146,16 +270,11 @@ def _check_teacher(teacher, path: str) -> None:
             f"The teacher at {path} is already a few-step (guidance-distilled) model; distil the model it came from "
             "(its `model.teacher`)."
         )
-    if is_flow_matching(teacher.scheduler.config):
-        raise ValueError(
-            f"The teacher at {path} was trained with flow matching; latent consistency distillation here needs a "
-            "noise-schedule teacher (model.objective=ddpm)."
-        )
 
 
 class _ConsistencyDistillationTask(TrainingTask):
-    """The distillation both students share (module docstring): the LCMScheduler that fixes the solver's timesteps and
-    the boundary scalings, the EMA target, one guided DDIM step of the teacher, the consistency loss. A subclass
+    """The distillation both students share (module docstring): the teacher's ODE (its steps, consistency function
+    and the student's sampler), the EMA target, one guided DDIM step of the teacher, the consistency loss. A subclass
     gives the clean samples and their condition, the guidance scales, and how its UNets are called."""
 
     @classmethod
@@ -168,31 +287,10 @@ class _ConsistencyDistillationTask(TrainingTask):
     def _set_up_distillation(
         self, teacher_scheduler, teacher_unet: torch.nn.Module, student: torch.nn.Module
     ):
-        """The sampler the student is saved with fixes the solver's timesteps and the boundary scalings: training
-        reads them from it, so the two cannot disagree. `student` starts as a copy of `teacher_unet`; the target
-        starts as a copy of the student."""
-        config = self.config
-        schedule = {
-            key: teacher_scheduler.config[key] for key in _SCHEDULE_KEYS if key in teacher_scheduler.config
-        }
-        self.scheduler = LCMScheduler(
-            **schedule,
-            original_inference_steps=config.num_ddim_timesteps,
-            timestep_scaling=config.timestep_scaling,
-            clip_sample=False,
-        )
-        num_train_timesteps = self.scheduler.config.num_train_timesteps
-        if num_train_timesteps % config.num_ddim_timesteps:
-            raise ValueError(
-                f"`model.num_ddim_timesteps`={config.num_ddim_timesteps} must divide the teacher's "
-                f"{num_train_timesteps} training timesteps (e.g. 50)."
-            )
-        self.scheduler.set_timesteps(config.num_ddim_timesteps)
-        self.solver_timesteps = self.scheduler.timesteps.flip(0).long()  # ascending: T/N - 1, ..., T - 1
-        self.skip = num_train_timesteps // config.num_ddim_timesteps
-        self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
-        self.prediction_type = self.scheduler.config.prediction_type
-
+        """`student` starts as a copy of `teacher_unet`; the target starts as a copy of the student. The teacher's
+        ODE (`teacher_ode`) gives the steps, the consistency function and the sampler the student is saved with."""
+        self.ode = teacher_ode(teacher_scheduler, self.config)
+        self.scheduler = self.ode.scheduler
         self.teacher_unet = teacher_unet.requires_grad_(False).eval()
         self.student = student
         self.target = _Target(type(student).from_config(student.config))
@@ -202,8 +300,7 @@ class _ConsistencyDistillationTask(TrainingTask):
     def to(self, device):
         for module in (self.teacher_unet, self.target):
             module.to(device)
-        self.alphas_cumprod = self.alphas_cumprod.to(device)
-        self.solver_timesteps = self.solver_timesteps.to(device)
+        self.ode.to(device)
 
     def trainable_modules(self):
         return {"unet": self.student}
@@ -239,39 +336,17 @@ class _ConsistencyDistillationTask(TrainingTask):
                 target.lerp_(online.detach().to(target.dtype), 1 - self.config.target_decay)
         self.target.updated_at_step.fill_(step)
 
-    def _alpha_sigma(self, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        alphas = self.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-        return alphas.sqrt(), (1 - alphas).sqrt()
-
-    def _x0_and_noise(self, output, sample, timesteps) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x̂_0, ε̂) from a UNet's output at (sample, t), whatever its prediction type."""
-        alpha, sigma = self._alpha_sigma(timesteps)
-        if self.prediction_type == "epsilon":
-            x0 = (sample - sigma * output) / alpha
-            return x0, output
-        if self.prediction_type == "v_prediction":
-            return alpha * sample - sigma * output, alpha * output + sigma * sample
-        if self.prediction_type == "sample":
-            return output, (sample - alpha * output) / sigma
-        raise ValueError(f"Unsupported prediction_type {self.prediction_type!r} of the teacher's scheduler.")
-
-    def _consistency(self, output, sample, timesteps) -> torch.Tensor:
-        """f(x, t) = c_skip(t) x + c_out(t) x̂_0(x, t): the LCMScheduler's denoised sample."""
-        c_skip, c_out = self.scheduler.get_scalings_for_boundary_condition_discrete(timesteps.float())
-        x0, _ = self._x0_and_noise(output, sample, timesteps)
-        return c_skip.view(-1, 1, 1, 1) * sample + c_out.view(-1, 1, 1, 1) * x0
-
     @torch.no_grad()
     def teacher_step(self, noisy, start, end, condition, scales) -> torch.Tensor:
         """One DDIM step (η = 0) of the teacher from x_t at `start` to `end`, guided with scales s (B,): the guided
         x̂_0 and ε̂ are cond + (s - 1)(cond - uncond), and x_t' = sqrt(ᾱ_t') x̂_0 + sqrt(1 - ᾱ_t') ε̂."""
         conditional_output, unconditional_output = self.teacher_outputs(noisy, start, condition)
-        conditional_x0, conditional_eps = self._x0_and_noise(conditional_output, noisy, start)
-        unconditional_x0, unconditional_eps = self._x0_and_noise(unconditional_output, noisy, start)
+        conditional_x0, conditional_eps = self.ode.x0_and_noise(conditional_output, noisy, start)
+        unconditional_x0, unconditional_eps = self.ode.x0_and_noise(unconditional_output, noisy, start)
         w = (scales - 1).view(-1, 1, 1, 1)
         x0 = conditional_x0 + w * (conditional_x0 - unconditional_x0)
         eps = conditional_eps + w * (conditional_eps - unconditional_eps)
-        alpha, sigma = self._alpha_sigma(end)
+        alpha, sigma = self.ode.alpha_sigma(end)
         return alpha * x0 + sigma * eps
 
     def training_step(self, batch, modules, step):
@@ -280,21 +355,19 @@ class _ConsistencyDistillationTask(TrainingTask):
         batch_size, device = clean.shape[0], clean.device
 
         noise = torch.randn_like(clean)
-        index = torch.randint(0, len(self.solver_timesteps), (batch_size,), device=device)
-        start = self.solver_timesteps[index]
-        end = (start - self.skip).clamp(min=0)
+        start, end = self.ode.draw(batch_size, device)
         scales = self.guidance_scales(batch_size, device)
 
-        alpha, sigma = self._alpha_sigma(start)
+        alpha, sigma = self.ode.alpha_sigma(start)
         noisy = alpha * clean + sigma * noise  # q(x_t | x_0)
 
         with torch.no_grad():
             previous = self.teacher_step(noisy, start, end, condition, scales)
             target_output = self.student_output(self.target.unet, previous, end, condition, scales)
-            target = self._consistency(target_output, previous, end)
+            target = self.ode.consistency(target_output, previous, end)
 
         output = self.student_output(modules["unet"], noisy, start, condition, scales)
-        prediction = self._consistency(output, noisy, start)
+        prediction = self.ode.consistency(output, noisy, start)
         if self.config.loss_type == "l2":
             loss = torch.nn.functional.mse_loss(prediction.float(), target.float())
         else:
@@ -392,7 +465,7 @@ class ConsistencyDistillationTask(_ConsistencyDistillationTask):
             text_encoder=self.text_encoder,
             tokenizer=self.tokenizer,
             unet=modules["unet"],
-            scheduler=LCMScheduler.from_config(self.scheduler.config),
+            scheduler=type(self.scheduler).from_config(self.scheduler.config),
             default_guidance_scale=self.config.validation_guidance_scale,
             default_num_inference_steps=self.config.validation_num_inference_steps,
         )
@@ -460,7 +533,7 @@ class PixelConsistencyDistillationTask(_ConsistencyDistillationTask):
     def make_pipeline(self, modules):
         return PixelDiffusionPipeline(
             unet=modules["unet"],
-            scheduler=LCMScheduler.from_config(self.scheduler.config),
+            scheduler=type(self.scheduler).from_config(self.scheduler.config),
             default_guidance_scale=self.config.guidance_scale,
             default_num_inference_steps=self.config.validation_num_inference_steps,
             distilled_guidance_scale=self.config.guidance_scale,
