@@ -34,6 +34,7 @@ from latentzoo.pipelines.utils import (
     prepare_extra_step_kwargs,
     prepare_noise,
     scale_model_input,
+    set_timesteps,
 )
 
 
@@ -298,7 +299,7 @@ class PixelDiffusionPipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline, Di
             class_labels = torch.cat([null_labels, class_labels])
 
         # 4. Prepare timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        set_timesteps(self.scheduler, num_inference_steps, device)
         timesteps = self.scheduler.timesteps
 
         # 5. Prepare x_T: (B, C, H, W)

@@ -45,6 +45,7 @@ from latentzoo.pipelines.utils import (
     prepare_extra_step_kwargs,
     prepare_noise,
     scale_model_input,
+    set_timesteps,
 )
 
 logger = logging.get_logger(__name__)
@@ -536,7 +537,7 @@ class LatentTextToImagePipeline(SavedSamplingDefaults, SavedAsDiffusersPipeline,
             prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])  # (2B, L, D)
 
         # 4. Prepare timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        set_timesteps(self.scheduler, num_inference_steps, device)
         timesteps = self.scheduler.timesteps
 
         # 5. Prepare latent variables: (B, 4, H/f, W/f)

@@ -324,11 +324,39 @@ def test_a_flow_teacher_distils_into_a_few_step_flow_pipeline(flow_teacher, tmp_
         ]
         assert images[0].shape == (2, 8, 8, 1) and np.isfinite(images[0]).all()
         assert np.array_equal(*images)
+    # every step evaluates the student at its own noise level (FLUX's spacing), none at t ≈ 0 where it returns its
+    # input: 2 steps are not 1 step's images
+    for steps, expected in ((1, [1000.0]), (2, [1000.0, 500.0]), (4, [1000.0, 750.0, 500.0, 250.0])):
+        seen = []
+
+        def record(pipe, i, t, kwargs, seen=seen):
+            seen.append(float(t))
+            return kwargs
+
+        pipe("a 7", num_inference_steps=steps, callback_on_step_end=record)
+        assert seen == pytest.approx(expected)
+    one, two = (
+        pipe(
+            "a 7", num_inference_steps=n, generator=torch.Generator().manual_seed(0), output_type="np"
+        ).images
+        for n in (1, 2)
+    )
+    assert np.abs(one - two).max() > 1e-3
     assert make_sampler("lcm", pipe.scheduler.config).__class__ is FlowMatchLCMScheduler
     with pytest.raises(ValueError, match=r"'tcd' does not sample a consistency-distilled model.*\['lcm'\]"):
         make_sampler("tcd", pipe.scheduler.config)
     main(["generate", str(straight), "a 3", "-n", "2", "-o", str(tmp_path / "grid.png")])
     assert "(2 FlowMatchLCMScheduler steps, guidance scale 3.0)" in capsys.readouterr().out
+
+
+def test_the_objective_is_read_from_the_teacher_and_a_contradiction_refused(teacher, flow_teacher, tmp_path):
+    for path, objective in ((teacher, "ddpm"), (flow_teacher, "flow_matching")):
+        config = load_config(None, lcd_overrides(path, tmp_path / objective))
+        ConsistencyDistillationTask(config.model, load_dataset("digits", "train", image_size=8))
+        assert config.model.objective == objective
+    config = load_config(None, lcd_overrides(teacher, tmp_path / "wrong", "model.objective=flow_matching"))
+    with pytest.raises(ValueError, match=r"teacher was trained with ddpm.*leave `model.objective` out"):
+        ConsistencyDistillationTask(config.model, load_dataset("digits", "train", image_size=8))
 
 
 def test_a_missing_teacher_is_named_with_the_fix(tmp_path):

@@ -22,6 +22,7 @@ from diffusers import (
     DDIMScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    FlowMatchLCMScheduler,
     LCMScheduler,
     PNDMScheduler,
     UNet2DConditionModel,
@@ -60,17 +61,22 @@ def run_python(code: str, cwd, *args: str) -> subprocess.CompletedProcess:
 # ------------------------------------------------------------------------------------------ the folders
 
 
-def text_to_image(**kwargs) -> LatentTextToImagePipeline:
-    """Cross-attention, with the sampler the text2img task saves (DPM-Solver++ on its noise schedule)."""
-    sampler = make_objective(TextToImageTask.Config(), clip_sample=False).sampler()
+def text_to_image(objective: str = "ddpm", **kwargs) -> LatentTextToImagePipeline:
+    """Cross-attention, with the sampler the text2img task saves for `objective` (DPM-Solver++ on the noise
+    schedule, or flow-matching Euler)."""
+    sampler = make_objective(TextToImageTask.Config(objective=objective), clip_sample=False).sampler()
     return text_to_image_pipeline(
         sampler, default_guidance_scale=3.0, default_num_inference_steps=2, **kwargs
     )
 
 
-def consistency_student() -> LatentTextToImagePipeline:
-    """Guidance-distilled UNet with an LCMScheduler, as the text2img_lcd task saves it."""
-    scheduler = LCMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=False, timestep_scaling=10.0)
+def consistency_student(objective: str = "ddpm") -> LatentTextToImagePipeline:
+    """Guidance-distilled UNet with the sampler the text2img_lcd task saves for a teacher of `objective`: an
+    LCMScheduler, or a FlowMatchLCMScheduler."""
+    if objective == "flow_matching":
+        scheduler = FlowMatchLCMScheduler()
+    else:
+        scheduler = LCMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=False, timestep_scaling=10.0)
     return text_to_image_pipeline(
         scheduler, time_cond_proj_dim=8, default_guidance_scale=3.0, default_num_inference_steps=4
     )
@@ -319,7 +325,19 @@ CARDS = {
         saved(concatenation_text_to_image),
         {"images": 4},
     ),
+    "text2img-flow": (
+        "text2img",
+        {"objective": "flow_matching"},
+        saved(lambda: text_to_image("flow_matching")),
+        {"images": 4},
+    ),
     "text2img_lcd": ("text2img_lcd", {}, saved(consistency_student), {"images": 4}),
+    "text2img_lcd-flow": (
+        "text2img_lcd",
+        {"objective": "flow_matching"},
+        saved(lambda: consistency_student("flow_matching")),
+        {"images": 4},
+    ),
     "ddpm_lcd": (
         "ddpm_lcd",
         {},
@@ -382,6 +400,7 @@ def test_every_card_snippet_runs_as_it_stands_in_a_fresh_interpreter(tmp_path, v
         ("text2img", {"conditioning": "concatenation"}, "latentzoo"),
         ("text2img", {"objective": "flow_matching"}, "latentzoo"),
         ("text2img_lcd", {}, "diffusers"),
+        ("text2img_lcd", {"objective": "flow_matching"}, "latentzoo"),
         ("ddpm_lcd", {}, "latentzoo"),
         ("ddpm", {"class_conditional": False}, "diffusers"),
         ("ddpm", {"class_conditional": False, "objective": "flow_matching"}, "diffusers"),

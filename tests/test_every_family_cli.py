@@ -385,3 +385,21 @@ def test_generate_under_bf16_autocast_samples_what_fp32_samples(capsys, folders,
     assert fp32.shape == bf16.shape
     # bf16 rounds the matmuls (8-bit mantissa): close to the fp32 images, and not bit-identical (it did run)
     assert np.abs(fp32 - bf16).max() > 0 and np.abs(fp32 - bf16).mean() < 8
+
+
+def test_generate_with_a_compiled_unet_samples_what_eager_sampling_samples(capsys, folders, tmp_path):
+    grids = {}
+    for compiled in (False, True):
+        grids[compiled] = tmp_path / f"{compiled}.png"
+        main(
+            ["generate", str(folders / "text2img"), "a 3", "-n", "2", "-o", str(grids[compiled])]
+            + (["--compile"] if compiled else [])
+        )
+    assert "UNet compiled" in capsys.readouterr().out
+    eager, compiled = (np.asarray(Image.open(grids[c]), dtype=np.float64) for c in (False, True))
+    # fp32: inductor's fused kernels reorder float sums only; the PNG's 8 bits hide nearly all of it
+    assert eager.shape == compiled.shape and np.abs(eager - compiled).max() <= 1
+    line = user_error(
+        capsys, ["generate", str(folders / "gan"), "-n", "2", "--compile", "-o", str(tmp_path / "g.png")]
+    )
+    assert "--compile" in line and "leave --compile out" in line

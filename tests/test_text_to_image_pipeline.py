@@ -448,3 +448,31 @@ def test_unet_channels_must_match_latents_plus_projection(components):
     pipe = LatentTextToImagePipeline(**components, prompt_projection=PromptProjection(16, 2))
     with pytest.raises(ValueError, match="in_channels"):
         pipe(PROMPTS, num_inference_steps=STEPS)
+
+
+def test_a_compiled_denoiser_samples_what_the_eager_one_samples():
+    from diffusers import DPMSolverMultistepScheduler
+    from tiny_pipelines import text_to_image_pipeline
+
+    from latentzoo.pipelines.utils import compile_denoiser
+
+    def images(pipe, bf16=False):
+        generators = [torch.Generator().manual_seed(i) for i in range(3)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return pipe(
+                ["a 3", "a bold 7", "a 0"], num_inference_steps=3, generator=generators, output_type="np"
+            )
+
+    build = lambda: text_to_image_pipeline(DPMSolverMultistepScheduler(), default_guidance_scale=3.0)  # noqa: E731
+    eager = images(build()).images
+    pipe = build()
+    compile_denoiser(pipe)
+    # fp32: the fused kernels only reorder float sums
+    assert np.abs(images(pipe).images - eager).max() <= 1e-4
+    # bf16 weights, sampled under autocast: what bf16 autocast samples, up to the rounding of 8-bit mantissas
+    pipe = build()
+    eager_bf16 = images(pipe, bf16=True).images
+    compile_denoiser(pipe, torch.bfloat16)
+    assert pipe.unet.dtype == torch.bfloat16
+    compiled_bf16 = images(pipe, bf16=True).images
+    assert np.isfinite(compiled_bf16).all() and np.abs(compiled_bf16 - eager_bf16).max() <= 0.05

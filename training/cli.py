@@ -369,6 +369,7 @@ def _generate(args: argparse.Namespace) -> None:
 
     from ..evaluation.images import make_image_grid
     from ..evaluation.sampling import sample_images
+    from ..pipelines.utils import compile_denoiser
 
     # Every check that needs no weights before they load and the sampling starts.
     _check_generate_arguments(args)
@@ -394,7 +395,13 @@ def _generate(args: argparse.Namespace) -> None:
         )
         if getattr(args, option) is not None
     }
-    # bf16 autocast: matmuls and convolutions in bf16, the scheduler and the rest in fp32 (README: 1.6-1.75x the
+    if args.compile:
+        if getattr(pipeline, "unet", None) is None:
+            raise ValueError(
+                f"--compile compiles a diffusion model's UNet; {args.model_dir} has none: leave --compile out."
+            )
+        compile_denoiser(pipeline, torch.bfloat16 if args.precision == "bf16" else None)
+    # bf16 autocast: matmuls and convolutions in bf16, the scheduler and the rest in fp32 (README: 1.5-1.6x the
     # images/s on a 2-core CPU with bf16 kernels, the same judge scores).
     precision = (
         torch.autocast(pipeline.device.type, dtype=torch.bfloat16)
@@ -423,6 +430,8 @@ def _generate(args: argparse.Namespace) -> None:
     settings = _describe_settings(pipeline, call_kwargs, class_labels)
     if args.precision == "bf16":
         settings += " under bf16 autocast"
+    if args.compile:
+        settings += ", UNet compiled"
     print(f"Wrote {n} images {what}{settings} to {args.output}")
 
 
@@ -936,6 +945,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("fp32", "bf16"),
         default="fp32",
         help="bf16: sample under bf16 autocast (faster where the hardware has bf16 kernels; default fp32)",
+    )
+    generate.add_argument(
+        "--compile",
+        action="store_true",
+        help="diffusion: torch.compile the UNet first (with --precision bf16, its weights in bf16): faster steps "
+        "after a compilation of a minute or two, so for many images, not a grid",
     )
     _add_sampling_args(generate)
     generate.set_defaults(func=_generate)
