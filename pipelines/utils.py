@@ -211,8 +211,8 @@ def compile_denoiser(pipeline, dtype: torch.dtype | None = None) -> None:
     which casts its inputs to match). The first call compiles (1-2 minutes for the quickstart's UNet on 2 CPU cores),
     and the first call with another batch size once more, for any batch size, so it pays for thousands of images,
     not for a grid. Freezing assumes the
-    weights no longer change: load new weights into a fresh pipeline. On the quickstart model, 20 guided steps: 1.5x
-    the images/s of bf16 autocast alone, images within 0.03 of them (README "Few-step generation")."""
+    weights no longer change: load new weights into a fresh pipeline. On the quickstart model, 20 guided steps: 1.4x
+    the images/s of bf16 autocast alone, images within 0.03 of fp32's (README "Few-step generation")."""
     if dtype is not None:
         pipeline.unet.to(dtype)
     pipeline.unet.compile(options={"freezing": True})

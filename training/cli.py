@@ -401,7 +401,7 @@ def _generate(args: argparse.Namespace) -> None:
                 f"--compile compiles a diffusion model's UNet; {args.model_dir} has none: leave --compile out."
             )
         compile_denoiser(pipeline, torch.bfloat16 if args.precision == "bf16" else None)
-    # bf16 autocast: matmuls and convolutions in bf16, the scheduler and the rest in fp32 (README: 1.5-1.6x the
+    # bf16 autocast: matmuls and convolutions in bf16, the scheduler and the rest in fp32 (README: 1.4-1.6x the
     # images/s on a 2-core CPU with bf16 kernels, the same judge scores).
     precision = (
         torch.autocast(pipeline.device.type, dtype=torch.bfloat16)
