@@ -2,8 +2,9 @@
 
 Luo et al., "Latent Consistency Models" (arXiv:2310.04378), after Song et al.'s consistency distillation
 (arXiv:2303.01469). A student UNet f(x_t, t, ·) learns to map every point of the teacher's guided probability-flow
-ODE trajectory to the same clean sample, so a 1-4 step sampler (diffusers' ``LCMScheduler``) can jump along it. Per
-batch of clean samples x_0 (VAE latents for text to image, pixels for the pixel DDPM):
+ODE trajectory to the same clean sample, so a 1-4 step sampler (diffusers' ``LCMScheduler`` or
+``FlowMatchLCMScheduler``) can jump along it. Per batch of clean samples x_0 (VAE latents for text to image, pixels
+for the pixel DDPM):
 
     t, t' = t - T/N ≥ 0                                            a step of the teacher's ODE; guidance scale s
     x_t       = α_t x_0 + σ_t ε                                    (fresh noise)
