@@ -208,11 +208,12 @@ def compile_denoiser(pipeline, dtype: torch.dtype | None = None) -> None:
     """Compile the pipeline's UNet in place for sampling: `torch.compile` (inductor) with `freezing`, which folds the
     weights into the compiled graph as constants (oneDNN prepacks them, casts of constant weights disappear), after
     casting the weights to `dtype` (bf16: then call the pipeline under `torch.autocast(device, torch.bfloat16)`,
-    which casts its inputs to match). The first call compiles (1-2 minutes for the quickstart's UNet on 2 CPU cores),
-    and the first call with another batch size once more, for any batch size, so it pays for thousands of images,
-    not for a grid. Freezing assumes the
-    weights no longer change: load new weights into a fresh pipeline. On the quickstart model, 20 guided steps: 1.4x
-    the images/s of bf16 autocast alone, images within 0.03 of fp32's (README "Few-step generation")."""
+    which casts its inputs to match).
+
+    The first call compiles (1-2 minutes for the quickstart's UNet on 2 CPU cores), and the first call with another
+    batch size once more, for every batch size after it: it pays for thousands of images, not for a grid. Freezing
+    assumes the weights no longer change: load new weights into a fresh pipeline. On the quickstart model, 20 guided
+    steps: 1.4x the images/s of bf16 autocast alone, images within 0.03 of fp32's (README, "Few-step generation")."""
     if dtype is not None:
         pipeline.unet.to(dtype)
     pipeline.unet.compile(options={"freezing": True})
@@ -221,11 +222,13 @@ def compile_denoiser(pipeline, dtype: torch.dtype | None = None) -> None:
 def set_timesteps(scheduler: SchedulerMixin, num_inference_steps: int, device) -> None:
     """`scheduler.set_timesteps(num_inference_steps)`, except for a consistency sampler on a flow (a
     FlowMatchLCMScheduler). Its default grid runs from t = 1 to t = 1/T before the final t = 0, and a consistency
-    step at t = 1/T returns its input: N steps would do the work of N - 1 (2 steps 1 step's images). It gets FLUX's
-    spacing instead, as diffusers' FluxPipeline passes it: sigmas linspace(1, 1/N, N) (shifted by the scheduler as
-    configured), then 0: 1, 0.75, 0.5, 0.25 for 4 steps. (Euler on that default grid has the same last step, 0.001
-    of the path; it keeps diffusers' grid, so that an unconditional flow DDPM samples exactly as diffusers'
-    DDPMPipeline does, and so does the cost: README "Few-step generation".)"""
+    step at t = 1/T returns its input: N steps would do the work of N - 1 (2 steps give 1 step's images). It gets
+    FLUX's spacing instead, as diffusers' FluxPipeline passes it: sigmas linspace(1, 1/N, N) (shifted by the
+    scheduler as configured), then 0: 1, 0.75, 0.5, 0.25 for 4 steps.
+
+    Flow-matching Euler has the same last step on that grid (0.001 of the path) but keeps diffusers' grid, so that an
+    unconditional flow DDPM samples exactly as diffusers' DDPMPipeline does; README ("Few-step generation") measures
+    what that costs at 2 steps."""
     if isinstance(scheduler, FlowMatchLCMScheduler):
         sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps).tolist()
         scheduler.set_timesteps(sigmas=sigmas, device=device)
