@@ -198,8 +198,8 @@ class FlowODE:
     """The ODE of a flow-matching teacher: x_t = (1 - t) x_0 + t ε with t = timestep / T, the UNet's velocity
     v = ε - x_0. On this straight path DDIM's step is Euler's, and f(x, t) = x̂_0 = x - t·v already equals x at t = 0:
     the student is saved with a FlowMatchLCMScheduler, whose step computes that x̂_0 and re-noises it to the next t.
-    Start times are drawn from U(0, 1], as the teacher was trained on continuous t and the sampler's timesteps
-    (linspace(T, 1, steps)) lie between any fixed grid's."""
+    Start times are drawn from U(0, 1], as the teacher was trained on continuous t and the sampler's (1, 1 - 1/n,
+    ..., 1/n for n steps: `latentzoo.pipelines.utils.set_timesteps`) lie between any fixed grid's."""
 
     def __init__(self, teacher_scheduler, num_steps: int):
         self.num_train_timesteps = teacher_scheduler.config.num_train_timesteps
