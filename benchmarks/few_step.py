@@ -102,9 +102,9 @@ def main(argv=None):
         ("student", student, None, (8, 4, 2, 1)),
         ("student", student, "tcd", (4, 2)),
     ):
-        if sampler is not None and sampler not in sampler_names(pipeline.scheduler.config):
-            continue  # TCD has no flow-matching sampler
         if sampler is not None:
+            if sampler not in sampler_names(pipeline.scheduler.config):
+                continue  # TCD has no flow-matching sampler
             pipeline.scheduler = make_sampler(sampler, pipeline.scheduler.config)
         name = type(pipeline.scheduler).__name__
         for steps in steps_list:

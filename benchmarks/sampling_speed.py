@@ -34,6 +34,7 @@ from train_throughput import matmul_peak  # this folder: run as `python benchmar
 
 from latentzoo.evaluation import load_judge
 from latentzoo.evaluation.protocol import evaluate_text_to_image
+from latentzoo.evaluation.sampling import sample_images
 from latentzoo.pipelines.loading import load_pipeline
 from latentzoo.pipelines.utils import compile_denoiser, guidance_enabled
 
@@ -49,20 +50,20 @@ def precision_context(precision: str, device: str):
     return contextlib.nullcontext()
 
 
-def compared_images(pipeline, steps, guidance, precision, device, interval) -> torch.Tensor:
-    """COMPARED_PROMPTS' images in [0, 1], one generator per image."""
-    generators = [torch.Generator().manual_seed(i) for i in range(len(COMPARED_PROMPTS))]
+def sample(pipeline, prompts, steps, guidance, precision, device, interval) -> torch.Tensor:
+    """One image per prompt in [0, 1], image i drawn with seed i (`sample_images`), under `precision`."""
     with precision_context(precision, device):
-        images = pipeline(
-            COMPARED_PROMPTS,
+        images = sample_images(
+            pipeline,
+            len(prompts),
+            0,
+            prompt=prompts,
             num_inference_steps=steps,
             guidance_scale=guidance,
             guidance_start=interval[0],
             guidance_stop=interval[1],
-            generator=generators,
-            output_type="pt",
-        ).images
-    return images.float()
+        )
+    return (images + 1) / 2
 
 
 def images_per_second(
@@ -79,19 +80,9 @@ def images_per_second(
     the run (shared cores) slows every precision alike; the median per precision."""
 
     def call(precision):
-        generators = [torch.Generator().manual_seed(i) for i in range(batch_size)]
-        with precision_context(precision, device):
-            start = time.perf_counter()
-            pipelines[precision](
-                [PROMPT] * batch_size,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                guidance_start=interval[0],
-                guidance_stop=interval[1],
-                generator=generators,
-                output_type="pt",
-            )
-            return time.perf_counter() - start
+        start = time.perf_counter()
+        sample(pipelines[precision], [PROMPT] * batch_size, steps, guidance, precision, device, interval)
+        return time.perf_counter() - start
 
     for precision in pipelines:
         call(precision)  # warm-up
@@ -158,8 +149,8 @@ def main(argv=None):
             )
             reference = None
             for precision, pipeline in pipelines.items():
-                images = compared_images(
-                    pipeline, steps, args.guidance_scale, precision, args.device, interval
+                images = sample(
+                    pipeline, COMPARED_PROMPTS, steps, args.guidance_scale, precision, args.device, interval
                 )
                 reference = images if reference is None else reference  # fp32 comes first
                 row = {
